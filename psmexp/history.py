@@ -18,6 +18,7 @@ class HistoryLogger(Logger):
     def __init__(self, run_dir: str | Path):
         super().__init__()
         self.path = Path(run_dir) / FILENAME
+        self._file = None
 
     @property
     def name(self) -> str:
@@ -42,10 +43,16 @@ class HistoryLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1)  # line-buffered: each row reaches the file at once
+        self._file.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def read_history(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

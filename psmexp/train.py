@@ -43,7 +43,10 @@ def build(cfg: DictConfig, run_dir: Path):
                        optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched))
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     loggers = [HistoryLogger(run_dir)] + [instantiate(node) for node in (cfg.logger or {}).values() if node]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir))
+    # Checkpointing is what the callbacks group says: without a ModelCheckpoint node, no checkpoint is written.
+    checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir),
+                          enable_checkpointing=checkpointing)
     return datamodule, task, trainer
 
 

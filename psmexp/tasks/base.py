@@ -56,8 +56,9 @@ class Task(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.checked(self.compute_loss(batch), "train/loss")
-        if loss is not None:
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=self.batch_size(batch))
+        # Logged on the steps the trainer writes out (log_every_n_steps): self.log costs more than a small model's step.
+        if loss is not None and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=self.batch_size(batch))
         return loss
 
     def _log_evaluation(self, stage: str, batch) -> None:
