@@ -1,7 +1,5 @@
 import json
 
-import pytest
-
 from conftest import cli
 from psmexp.report import collect, report
 
@@ -20,7 +18,6 @@ def test_multirun_with_a_failing_job_finishes_the_others_and_the_report_names_it
     assert "| optim | optim.lr | runs |" in text
 
 
-@pytest.mark.slow
 def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path):
     sweep = tmp_path / "sweep"
     result = cli(["-m", "launcher=submitit_local", f"hydra.sweep.dir={sweep}", "seed=0,1", *ONE_EPOCH], timeout=600)
