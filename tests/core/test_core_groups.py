@@ -1,0 +1,50 @@
+"""Every option of the core's config groups composes, passes the checks and builds."""
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONF_DIR, compose_config, train
+from psmexp.config import validate
+from psmexp.history import read_history
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", options("optim"))
+def test_every_optimizer_builds_and_steps(run_dir, name):
+    cfg = compose_config([f"optim={name}"], run_dir)
+    validate(cfg)
+    if name == "hyper" or cfg.optim.get("finite_horizon"):
+        pytest.skip("needs a task (hyper: the task's model; finite horizon: the run's step count)")
+    layer = torch.nn.Linear(3, 1)
+    optimizer = instantiate(cfg.optim)(layer.parameters())
+    before = layer.weight.detach().clone()
+    layer(torch.randn(4, 3)).pow(2).mean().backward()
+    optimizer.step()
+    assert not torch.equal(before, layer.weight.detach())
+
+
+@pytest.mark.parametrize("name", ["gpu", "ddp"])
+def test_trainer_presets_compose_and_pass_the_checks(run_dir, name):
+    cfg = compose_config([f"trainer={name}"], run_dir)
+    validate(cfg)
+    assert cfg.trainer.accelerator == "gpu"
+
+
+@pytest.mark.parametrize("name", ["plateau", "cosine"])
+def test_schedulers_step_with_the_monitor_and_interval_from_yaml(run_dir, name):
+    train([f"sched={name}", "trainer.max_epochs=2", "logger=none"], run_dir)
+    lrs = [v for k, series in read_history(run_dir).items() if k.startswith("lr-") for _, v in series]
+    assert lrs, "the LR monitor logged nothing"
+
+
+def test_finite_horizon_adam_gets_the_runs_step_count(run_dir):
+    train(["optim=adam_family", "optim.finite_horizon=true", "optim.lr=1.0", "trainer.max_epochs=1",
+           "logger=none"], run_dir)
+    lr = [v for k, series in read_history(run_dir).items() if k.startswith("lr-") for _, v in series]
+    steps = 21  # ceil(1293 train examples / batch 64)
+    assert lr[0] == pytest.approx(1.0 / steps ** 0.5)
