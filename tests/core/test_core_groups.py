@@ -48,3 +48,12 @@ def test_finite_horizon_adam_gets_the_runs_step_count(run_dir):
     lr = [v for k, series in read_history(run_dir).items() if k.startswith("lr-") for _, v in series]
     steps = 21  # ceil(1293 train examples / batch 64)
     assert lr[0] == pytest.approx(1.0 / steps ** 0.5)
+
+
+def test_slurm_launcher_is_submitit_with_requeue_and_no_lightning_requeue(run_dir):
+    cfg = compose_config(["launcher=slurm", "hydra.launcher.partition=gpu"], run_dir, hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.max_num_timeout > 0 and launcher.array_parallelism > 0
+    assert cfg.trainer.plugins[0].auto_requeue is False
+    validate(cfg)
