@@ -112,7 +112,8 @@ def check_node(path: str, node: dict) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                 for k in cfg if k != "hydra"}
     for path, node in target_nodes(container):
         check_node(path, node)
     if not isinstance(cfg.get("seed"), int):
