@@ -34,7 +34,9 @@ Rules and their learned hyperparameters (raw -> value maps as in the reference i
     rmsprop  lr (= raw^2, stays >= 0), gamma (squash)
 Each level may clip the gradient it receives (`clip: averaged_norm`), per tensor: for the secondary that is the
 hypergradient of each scalar hyperparameter of the primary, as in the report.
-Shapes: hyperparameters are 0-d tensors of the weights' dtype; the weights have any shapes (a single param group).
+Shapes: hyperparameters are 0-d tensors of the weights' dtype. The primary works on all weights as one flat vector
+(one state vector; one clipping norm if it clips), which keeps the step to a few large elementwise operations; the
+weights themselves may have any shapes (a single param group, one device and dtype).
 """
 from __future__ import annotations
 
@@ -73,9 +75,11 @@ def sgd_delta(grad, state, lr, momentum=None):
 def adam_delta(grad, state, step, lr, beta1, beta2, eps):
     exp_avg = beta1 * state["exp_avg"] + (1.0 - beta1) * grad
     exp_avg_sq = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * grad * grad
-    m_hat = exp_avg / (1.0 - beta1 ** step)
-    v_hat = exp_avg_sq / (1.0 - beta2 ** step)
-    return lr * m_hat / (v_hat.sqrt() + eps), {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+    # lr m_hat / (sqrt(v_hat) + eps) with m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t), the bias corrections
+    # folded into scalars so that only m, v and one quotient are full-size
+    root_c2 = (1.0 - beta2 ** step).sqrt()
+    scale = lr * root_c2 / (1.0 - beta1 ** step)
+    return scale * exp_avg / (exp_avg_sq.sqrt() + eps * root_c2), {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
 
 def adagrad_delta(grad, state, lr, eps):
@@ -179,6 +183,10 @@ def to_device(tree: dict, device: torch.device) -> dict:
     return {k: to_device(v, device) if isinstance(v, dict) else v.to(device) for k, v in tree.items()}
 
 
+def leaves(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().requires_grad_() for k, v in raw.items()}
+
+
 class Level:
     """One optimizer of a stack: its raw hyperparameters, its per-target state and the record of its last update."""
 
@@ -191,20 +199,24 @@ class Level:
         self.record: dict[int, dict] = {}   # index -> {"grad", "state"[, "target"]} of the last update
         self.record_step = 0
 
-    def update(self, targets: list[torch.Tensor], grads: list[torch.Tensor], keep_targets: bool):
-        """targets_i - U(h, clip(grads_i), state_i) for each i; records the inputs for replay()."""
+    def update(self, grads: list[torch.Tensor], targets: list[torch.Tensor] | None = None,
+               raw: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The steps U(h, clip(grads_i), state_i), one per target (new target = target - step), computed from `raw`
+        (default: the level's own values; pass tensors carrying a graph to differentiate the steps later). Records
+        the inputs for replay(), including the targets when given (needed to rebuild a hyperparameter's value)."""
         self.steps += 1
-        values = self.rule.values(self.raw)
-        new_targets = []
-        for i, (x, g) in enumerate(zip(targets, grads)):
+        values = self.rule.values(self.raw if raw is None else raw)
+        deltas = []
+        for i, g in enumerate(grads):
             if self.clip is not None:
                 g = self.clip(i, g)
-            state = self.state.get(i) or self.rule.init_state(x)
-            delta, self.state[i] = self.rule.delta(values, g, state, self.steps)
-            self.record[i] = {"grad": g, "state": state, **({"target": x} if keep_targets else {})}
-            new_targets.append(x - delta)
+            state = self.state.get(i) or self.rule.init_state(g)
+            delta, new_state = self.rule.delta(values, g, state, self.steps)
+            self.state[i] = {k: v.detach() for k, v in new_state.items()}
+            self.record[i] = {"grad": g, "state": state, **({} if targets is None else {"target": targets[i]})}
+            deltas.append(delta)
         self.record_step = self.steps
-        return new_targets
+        return deltas
 
     def replay(self, raw: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The deltas of the last update recomputed from `raw` (which may carry a graph)."""
@@ -238,7 +250,8 @@ class HyperStack(torch.optim.Optimizer):
     then optional `higher` levels, each on the level below. Each spec is a rule name or {name, hyperparameters, clip}.
     """
 
-    def __init__(self, params: Iterable, primary="adam", secondary="sgd", higher: Iterable = ()):
+    def __init__(self, params: Iterable, primary: str | Mapping = "adam", secondary: str | Mapping = "sgd",
+                 higher: Iterable[str | Mapping] = ()):
         specs = [("primary", primary), ("secondary", secondary)]
         specs += [(f"higher[{i}]", spec) for i, spec in enumerate(higher)]
         rules = [make_rule(spec, where) for where, spec in specs]
@@ -248,37 +261,68 @@ class HyperStack(torch.optim.Optimizer):
         self.params = [p for p in self.param_groups[0]["params"] if p.requires_grad]
         if not self.params:
             raise ValueError("HyperStack got no parameters that require grad")
+        if len({(p.dtype, p.device) for p in self.params}) != 1:
+            raise ValueError("HyperStack needs all parameters on one device with one dtype")
+        self.sizes = [p.numel() for p in self.params]
         dtype, device = self.params[0].dtype, self.params[0].device
         self.levels = [Level(rule, clip, dtype, device) for rule, clip in rules]
         self.level_names = [LEVEL_NAMES[k] if k < len(LEVEL_NAMES) else f"level{k + 1}"
                             for k in range(len(self.levels))]
+        self._pending = None   # ([step of the weights], [raw hyperparameters]) with the graph between them
         self._sync_lr()
 
     def _hypergradients(self, grads: list[torch.Tensor]):
-        """[dL_t/d raw_k for each non-top level k] (lists of 0-d tensors), or None before the first update."""
-        if not self.levels[0].record:
+        """[dL_t/d raw_k for each non-top level k] (lists of 0-d tensors), or None before the first update.
+
+        Uses the graph kept from the previous step's update, or, right after load_state_dict(), rebuilds it by
+        replaying the recorded update (the same operations on the same inputs, hence the same numbers).
+        """
+        if self._pending is not None:
+            deltas, inputs = self._pending
+            self._pending = None
+        elif self.levels[0].record:
+            with torch.enable_grad():
+                hyper = self._replayed_hyperparameters()
+                deltas, inputs = self.levels[0].replay(hyper[0]), [v for level in hyper for v in level.values()]
+        else:
             return None
-        n = len(self.levels)
-        with torch.enable_grad():
-            hyper = [None] * (n - 1)
-            hyper[n - 2] = {k: v.detach().requires_grad_() for k, v in self.levels[n - 2].raw.items()}
-            for j in range(n - 3, -1, -1):   # rebuild raw_j = raw_j' - U_{j+1}(raw_{j+1}, ...) with its graph
-                upper = self.levels[j + 1]
-                if upper.record:
-                    deltas = upper.replay(hyper[j + 1])
-                    names = self.levels[j].raw
-                    hyper[j] = {k: upper.record[i]["target"] - d for i, (k, d) in enumerate(zip(names, deltas))}
-                else:
-                    hyper[j] = {k: v.detach().requires_grad_() for k, v in self.levels[j].raw.items()}
-            deltas = self.levels[0].replay(hyper[0])
-            inputs = [v for level in hyper for v in level.values()]
-            found = torch.autograd.grad(deltas, inputs, grad_outputs=grads, allow_unused=True)
+        found = torch.autograd.grad(deltas, inputs, grad_outputs=grads, allow_unused=True)
         flat = [torch.zeros_like(x) if g is None else -g for x, g in zip(inputs, found)]   # L(w - delta)
         out, start = [], 0
-        for level in hyper:
-            out.append(flat[start:start + len(level)])
-            start += len(level)
+        for level in self.levels[:-1]:
+            out.append(flat[start:start + len(level.raw)])
+            start += len(level.raw)
         return out
+
+    def _replayed_hyperparameters(self) -> list[dict[str, torch.Tensor]]:
+        """Raw hyperparameters of levels 0..n-2 with the graph of the updates that produced them, from the records."""
+        n = len(self.levels)
+        hyper = [None] * (n - 1)
+        hyper[n - 2] = leaves(self.levels[n - 2].raw)
+        for j in range(n - 3, -1, -1):   # raw_j = raw_j' - U_{j+1}(raw_{j+1}, ...)
+            upper = self.levels[j + 1]
+            if upper.record:
+                deltas = upper.replay(hyper[j + 1])
+                hyper[j] = {k: upper.record[i]["target"] - d for i, (k, d) in enumerate(zip(self.levels[j].raw, deltas))}
+            else:
+                hyper[j] = leaves(self.levels[j].raw)
+        return hyper
+
+    def _updated_hyperparameters(self, hypergrads) -> list[dict[str, torch.Tensor]]:
+        """Levels from the top down: each updates the raw hyperparameters of the level below with its own freshly
+        updated ones; returns them (levels 0..n-2) carrying the graph of these updates."""
+        n = len(self.levels)
+        hyper = [None] * (n - 1)
+        for k in range(n - 1, 0, -1):
+            lower = self.levels[k - 1]
+            new = lower.raw
+            if hypergrads is not None:
+                targets = list(lower.raw.values())
+                deltas = self.levels[k].update(hypergrads[k - 1], targets, raw=hyper[k] if k < n - 1 else None)
+                new = {name: x - d for name, x, d in zip(lower.raw, targets, deltas)}
+            hyper[k - 1] = {name: v if v.requires_grad else v.detach().requires_grad_() for name, v in new.items()}
+            lower.raw = {name: v.detach() for name, v in new.items()}
+        return hyper
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -286,16 +330,16 @@ class HyperStack(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in self.params]
-        hypergrads = self._hypergradients(grads)
-        if hypergrads is not None:
-            for k in range(len(self.levels) - 1, 0, -1):
-                lower = self.levels[k - 1]
-                new = self.levels[k].update(list(lower.raw.values()), hypergrads[k - 1], keep_targets=True)
-                lower.raw = dict(zip(lower.raw, new))
-        new_weights = self.levels[0].update([p.detach() for p in self.params], grads, keep_targets=False)
-        for p, w in zip(self.params, new_weights):
-            p.copy_(w)
+        if all(p.grad is None for p in self.params):   # e.g. a skipped non-finite loss: nothing to do
+            return loss
+        grad = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in self.params])
+        hypergrads = self._hypergradients([grad])
+        with torch.enable_grad():
+            hyper = self._updated_hyperparameters(hypergrads)
+            (delta,) = self.levels[0].update([grad], raw=hyper[0])
+        self._pending = ([delta], [v for level in hyper for v in level.values()])
+        steps = delta.detach().split(self.sizes)
+        torch._foreach_sub_(self.params, [d.view_as(p) for d, p in zip(steps, self.params)])
         self._sync_lr()
         return loss
 
@@ -327,6 +371,12 @@ class HyperStack(torch.optim.Optimizer):
             raise ValueError(f"optimizer state has {0 if saved is None else len(saved)} hyperoptimizer levels, "
                              f"this stack has {len(self.levels)} ({', '.join(self.level_names)})")
         device = self.params[0].device
+        primary_state = saved[0]["state"].get(0) or {}
+        for name, tensor in primary_state.items():
+            if tensor.numel() != sum(self.sizes):
+                raise ValueError(f"optimizer state {name!r} has {tensor.numel()} weights, the model has "
+                                 f"{sum(self.sizes)}")
         for level, sd, where in zip(self.levels, saved, self.level_names):
             level.load_state_dict(sd, where, device)
+        self._pending = None
         self._sync_lr()

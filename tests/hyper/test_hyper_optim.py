@@ -170,3 +170,28 @@ def test_bad_specs_name_the_key():
         HyperStack(w, primary="adam", higher=["sgd"]).load_state_dict(opt.state_dict())
     with pytest.raises(ValueError, match=r"primary level has hyperparameters \['beta1', 'beta2', 'lr'\]"):
         HyperStack(w, primary="sgd").load_state_dict(opt.state_dict())
+
+
+@pytest.mark.parametrize("primary, reference", [
+    ({"name": "sgd", "lr": 0.05, "momentum": 0.9}, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
+    ({"name": "adam", "lr": 0.01, "eps": 1e-12}, lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-12)),
+    ({"name": "adagrad", "lr": 0.1, "eps": 0.0},
+     lambda p: torch.optim.Adagrad(p, lr=0.1, eps=0.0, initial_accumulator_value=0.1)),
+    ({"name": "rmsprop", "lr": 0.01, "gamma": 0.9, "eps": 0.0}, lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9,
+                                                                                               eps=0.0)),
+])
+def test_primary_rules_follow_torch_optimizers_when_alpha_is_zero(primary, reference):
+    """With a secondary lr of 0 the hyperparameters never move and each primary is its textbook rule."""
+    torch.manual_seed(2)
+    x, y = torch.randn(20, 4, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
+    weights = []
+    for make in (lambda p: HyperStack(p, primary, {"name": "sgd", "lr": 0.0}), reference):
+        w = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+        opt = make([w])
+        for _ in range(6):
+            opt.zero_grad()
+            ((x @ w - y) ** 2).mean().backward()
+            opt.step()
+        weights.append(w.detach())
+    # Adam's second moment starts at eps (1e-12) instead of 0 here, as in the reference implementation
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-6, atol=1e-9)
