@@ -5,7 +5,7 @@ the average test error without and with averaged-norm clipping, rows where clipp
 
 `clipping_table(records, paper_table=...)` takes run records (flat dicts: dotted config keys such as
 `optim.secondary.lr`, `optim.secondary.clip`, `seed`, plus metrics such as `test/error`) and returns the table as
-text: mean ± sample std over the runs of each cell, `n` runs; alpha = 0 (the hyperparameters never move) is the
+text: mean ± sample std over the runs (seeds) of each cell, with their numbers; alpha = 0 (the hyperparameters never move) is the
 primary alone, printed as the baseline. With a paper table (CSV in psmexp/paper_tables: secondary_lr,
 test_error_no_clip, test_error_clip; the baseline in its comment line) the report's numbers stand beside ours.
 `collect(dirs)` reads finished runs (`metrics.json` and `.hydra/config.yaml`) into such records.
@@ -87,7 +87,8 @@ def clipping_table(records: list[dict], paper_table: str | Path | None = None, f
         plain, clipped = (mean_std(grouped[alpha][c]) if grouped[alpha][c] else None for c in (False, True))
         helps = plain is not None and clipped is not None and plain[0] - clipped[0] >= MARK_THRESHOLD
         reference = next((v for a, v in paper.items() if math.isclose(a, alpha, rel_tol=1e-9)), None)
-        rows.append((alpha, plain, clipped, len(grouped[alpha][False]) + len(grouped[alpha][True]), helps, reference))
+        runs = (len(grouped[alpha][False]), len(grouped[alpha][True]))
+        rows.append((alpha, plain, clipped, runs, helps, reference))
     baseline = None
     if 0.0 in grouped:
         baseline = mean_std(grouped[0.0][False] + grouped[0.0][True])
@@ -99,11 +100,11 @@ def fmt_cell(cell) -> str:
 
 
 def markdown(rows, baseline, paper_baseline, with_paper, metric) -> str:
-    head = ["alpha", f"{metric}, no clipping", f"{metric}, clipping", "runs"]
+    head = ["alpha", f"{metric}, no clipping", f"{metric}, clipping", "runs (no clip / clip)"]
     head += ["report, no clipping", "report, clipping"] if with_paper else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for alpha, plain, clipped, n, helps, reference in rows:
-        row = [f"{alpha:g}", fmt_cell(plain), fmt_cell(clipped), str(n)]
+        row = [f"{alpha:g}", fmt_cell(plain), fmt_cell(clipped), f"{n[0]} / {n[1]}"]
         if with_paper:
             row += ["–", "–"] if reference is None else [f"{reference[0]:.2f}", f"{reference[1]:.2f}"]
         lines.append("| " + " | ".join(f"**{c}**" if helps else c for c in row) + " |")
@@ -118,12 +119,12 @@ def markdown(rows, baseline, paper_baseline, with_paper, metric) -> str:
 def as_csv(rows, baseline, paper_baseline, with_paper, metric) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    head = ["alpha", "no_clip_mean", "no_clip_std", "clip_mean", "clip_std", "runs", "clip_helps"]
+    head = ["alpha", "no_clip_mean", "no_clip_std", "clip_mean", "clip_std", "runs_no_clip", "runs_clip", "clip_helps"]
     writer.writerow(head + (["report_no_clip", "report_clip"] if with_paper else []))
     if baseline is not None:
-        writer.writerow([0.0, *baseline, "", "", "", ""] + (["", ""] if with_paper else []))
+        writer.writerow([0.0, *baseline, "", "", "", "", ""] + (["", ""] if with_paper else []))
     for alpha, plain, clipped, n, helps, reference in rows:
-        row = [alpha, *(plain or ("", "")), *(clipped or ("", "")), n, helps]
+        row = [alpha, *(plain or ("", "")), *(clipped or ("", "")), *n, helps]
         writer.writerow(row + ((list(reference) if reference else ["", ""]) if with_paper else []))
     return out.getvalue()
 
