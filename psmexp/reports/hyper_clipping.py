@@ -104,11 +104,12 @@ def markdown(rows, baseline, paper_baseline, with_paper, metric) -> str:
     head += ["report, no clipping", "report, clipping"] if with_paper else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for alpha, plain, clipped, n, helps, reference in rows:
-        row = [f"{alpha:g}", fmt_cell(plain), fmt_cell(clipped), f"{n[0]} / {n[1]}"]
+        row = [f"{alpha:g}", fmt_cell(plain), fmt_cell(clipped)]
+        row = [f"**{c}**" if helps else c for c in row] + [f"{n[0]} / {n[1]}"]
         if with_paper:
             row += ["–", "–"] if reference is None else [f"{reference[0]:.2f}", f"{reference[1]:.2f}"]
-        lines.append("| " + " | ".join(f"**{c}**" if helps else c for c in row) + " |")
-    notes = [f"Bold: clipping lowers the mean by at least {MARK_THRESHOLD:g} point."]
+        lines.append("| " + " | ".join(row) + " |")
+    notes = [f"Bold: clipping lowers our mean by at least {MARK_THRESHOLD:g} point."]
     if baseline is not None:
         notes.append(f"Primary alone (alpha = 0): {baseline[0]:.2f} ± {baseline[1]:.2f}.")
     if paper_baseline:

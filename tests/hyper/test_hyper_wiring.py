@@ -61,7 +61,7 @@ def test_clipping_table_marks_rows_and_shows_the_report_beside():
     table = clipping_table(records, "hyper_table1_sgd_sgd_mnist.csv")
     lines = table.splitlines()
     assert lines[2] == "| 0.01 | 6.00 ± 1.41 | 6.00 ± 0.00 | 2 / 2 | 4.90 | 5.06 |"
-    assert lines[3] == "| **50** | **85.00 ± 7.07** | **4.00 ± 0.00** | **2 / 2** | **7.81** | **3.91** |"
+    assert lines[3] == "| **50** | **85.00 ± 7.07** | **4.00 ± 0.00** | 2 / 2 | 7.81 | 3.91 |"
     assert "Primary alone (alpha = 0): 10.00 ± 0.82." in table and "Report's baseline: SGD alone 8.96." in table
     rows = clipping_table(records, fmt="csv").splitlines()
     assert rows[1].startswith("0.0,10.0,") and rows[3].endswith(",True")
