@@ -8,7 +8,9 @@ the average test error without and with averaged-norm clipping, rows where clipp
 text: mean ± sample std over the runs (seeds) of each cell, with their numbers; alpha = 0 (the hyperparameters never move) is the
 primary alone, printed as the baseline. With a paper table (CSV in psmexp/paper_tables: secondary_lr,
 test_error_no_clip, test_error_clip; the baseline in its comment line) the report's numbers stand beside ours.
-`collect(dirs)` reads finished runs (`metrics.json` and `.hydra/config.yaml`) into such records.
+`collect(dirs)` reads finished runs (`metrics.json` and `.hydra/config.yaml`) into such records. `layout` is the
+hook of the generic report: presets set `report.layout: psmexp.reports.hyper_clipping.layout`, so
+`psmexp-report outputs/multirun/<sweep>` prints this table (and the failed runs).
 """
 from __future__ import annotations
 
@@ -128,6 +130,20 @@ def as_csv(rows, baseline, paper_baseline, with_paper, metric) -> str:
         row = [alpha, *(plain or ("", "")), *(clipped or ("", "")), *n, helps]
         writer.writerow(row + ((list(reference) if reference else ["", ""]) if with_paper else []))
     return out.getvalue()
+
+
+def layout(records, args: dict) -> str:
+    """psmexp-report's `report.layout` hook: `records` are psmexp.report.Record objects, args {by, metrics, fmt}."""
+    if args.get("fmt", "md") not in ("md", "csv"):
+        raise ValueError(f"--format {args['fmt']!r}: the hyper_clipping layout renders md or csv")
+    alpha_key, clip_key = (list(args.get("by") or []) + ["optim.secondary.lr", "optim.secondary.clip"])[:2]
+    metric = (args.get("metrics") or ["test/error"])[0]
+    flat = [{alpha_key: r.value(alpha_key), clip_key: r.value(clip_key), **r.metrics, "run_dir": str(r.run_dir)}
+            for r in records if r.status == "completed"]
+    if not flat:
+        return "no completed runs\n"
+    paper = (records[0].config.get("report") or {}).get("paper_table")
+    return clipping_table(flat, paper, args.get("fmt", "md"), alpha_key, clip_key, metric)
 
 
 def main(argv: list[str] | None = None) -> None:
