@@ -1,0 +1,83 @@
+"""HyperStack inside the framework: Lightning training, checkpoints, presets and the clipping-table report."""
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from psmexp.optim.hyper import HyperStack
+from psmexp.report import report
+from psmexp.reports.hyper_clipping import clipping_table, collect, read_paper_table
+from tests.conftest import CONF_DIR, cli, compose_config, train
+
+PRESETS = {1: ("sgd", "mlp", "mnist", 30), 2: ("adam", "mlp", "mnist", 5), 3: ("adagrad", "mlp", "mnist", 30),
+           4: ("rmsprop", "mlp", "mnist", 5), 5: ("adam", "cnn", "cifar10", 5)}
+
+
+def test_classification_with_hyper_stack_trains_logs_and_checkpoints(run_dir):
+    overrides = ["optim=hyper", "optim.secondary.lr=1e-3", "optim.secondary.clip=averaged_norm",
+                 "callbacks=[default,hyper]", "logger=none", "debug=fast", "trainer.limit_train_batches=4",
+                 "trainer.log_every_n_steps=1"]
+    _, metrics = train(overrides, run_dir)
+    assert 0.0 <= metrics["test/error"] <= 100.0
+    logged = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    learned = [row["hyper/primary/lr"] for row in logged if "hyper/primary/lr" in row]
+    assert learned and learned[-1] != 1e-3   # it moved
+    assert any("hyper/secondary/clip_threshold/beta1" in row for row in logged)
+
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    (state,) = checkpoint["optimizer_states"]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.Tanh(), torch.nn.Linear(128, 10))
+    restored = HyperStack(model.parameters(), "adam", {"name": "sgd", "lr": 1e-3, "clip": "averaged_norm"})
+    restored.load_state_dict(state)
+    assert restored.hyperparameters()["primary/lr"] == pytest.approx(metrics["hyper/primary/lr"])
+
+
+@pytest.mark.parametrize("table", sorted(PRESETS))
+def test_presets_compose_with_the_reports_settings(table, tmp_path):
+    primary, model, data, epochs = PRESETS[table]
+    for name, expected_data, expected_epochs in ((f"hyper_table{table}", data, epochs),
+                                                 (f"hyper_table{table}_mini", "digits", None)):
+        cfg = compose_config([f"paper={name}"], tmp_path)
+        assert cfg.optim.primary.name == primary and cfg.optim.secondary.name == "sgd"
+        assert cfg.model._target_.endswith("cnn.CNN" if model == "cnn" else "mlp.MLP")
+        assert cfg.data._target_.split(".")[-2] == expected_data
+        assert cfg.task.on_nonfinite == "skip" and cfg.test_ckpt == "last"
+        params = OmegaConf.load(CONF_DIR / "paper" / f"{name}.yaml").hydra.sweeper.params
+        assert params["optim.secondary.clip"] == "null,averaged_norm" and params.seed == "0,1,2"
+        alphas = {float(a) for a in params["optim.secondary.lr"].split(",")}
+        paper, _ = read_paper_table(cfg.report.paper_table)
+        assert 0.0 in alphas and alphas - {0.0} <= set(paper)
+        if expected_epochs:
+            assert cfg.trainer.max_epochs == expected_epochs and alphas - {0.0} == set(paper)
+            assert cfg.data.batch_size == 256
+
+
+def test_clipping_table_marks_rows_and_shows_the_report_beside():
+    records = [{"optim.secondary.lr": a, "optim.secondary.clip": c, "test/error": e, "seed": s}
+               for a, c, errors in [(0.0, None, (9.0, 11.0)), (0.0, "averaged_norm", (10.0, 10.0)),
+                                    (0.01, None, (5.0, 7.0)), (0.01, "averaged_norm", (6.0, 6.0)),
+                                    (50.0, None, (80.0, 90.0)), (50.0, "averaged_norm", (4.0, 4.0))]
+               for s, e in enumerate(errors)]
+    table = clipping_table(records, "hyper_table1_sgd_sgd_mnist.csv")
+    lines = table.splitlines()
+    assert lines[2] == "| 0.01 | 6.00 ± 1.41 | 6.00 ± 0.00 | 2 / 2 | 4.90 | 5.06 |"
+    assert lines[3] == "| **50** | **85.00 ± 7.07** | **4.00 ± 0.00** | 2 / 2 | 7.81 | 3.91 |"
+    assert "Primary alone (alpha = 0): 10.00 ± 0.82." in table and "Report's baseline: SGD alone 8.96." in table
+    rows = clipping_table(records, fmt="csv").splitlines()
+    assert rows[1].startswith("0.0,10.0,") and rows[3].endswith(",True")
+    with pytest.raises(KeyError, match="test/error"):
+        clipping_table([{"optim.secondary.lr": 1.0}])
+
+
+@pytest.mark.slow
+def test_mini_preset_runs_and_reports(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = cli(["paper=hyper_table2_mini", "debug=fast", f"hydra.sweep.dir={sweep}",
+                  "hydra.sweeper.params={optim.secondary.lr:'0,1e-3',optim.secondary.clip:'null,averaged_norm',seed:0}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = collect([sweep])
+    assert len(records) == 4
+    table = clipping_table(records, records[0]["report.paper_table"])
+    assert "| 0.001 |" in table and "| 4.71 | 3.35 |" in table
+    assert report(sweep).startswith(table)   # psmexp-report through the preset's report.layout hook
