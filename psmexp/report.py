@@ -138,7 +138,7 @@ def render(rows: list[dict], fmt: str) -> str:
 
 
 def paper_rows(name: str) -> list[dict]:
-    path = PAPER_TABLES / f"{name}.csv"
+    path = PAPER_TABLES / f"{name.removesuffix('.csv')}.csv"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PAPER_TABLES.glob("*.csv")))
         raise FileNotFoundError(f"report.paper_table={name!r}: no {path.name}; known tables: {known}")

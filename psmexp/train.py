@@ -20,6 +20,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -66,6 +67,8 @@ def run(cfg: DictConfig) -> float | None:
         raise ConfigError(f"test_ckpt={cfg.test_ckpt!r}: allowed values are best, last")
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, task, trainer = build(cfg, run_dir)
     resume = run_dir / LAST_CHECKPOINT
