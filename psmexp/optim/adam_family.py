@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from psmexp.optim.base import PerParameterOptimizer
+
 
 def step_size(lr: float, beta1: float, beta2: float, n: int) -> float:
     """alpha_n of eq. (5.4) at step n >= 1."""
@@ -24,7 +26,7 @@ def step_size(lr: float, beta1: float, beta2: float, n: int) -> float:
     return lr * (1.0 - beta1) * math.sqrt((1.0 - beta2 ** n) / (1.0 - beta2))
 
 
-class AdamFamily(torch.optim.Optimizer):
+class AdamFamily(PerParameterOptimizer):
     needs_total_steps = True
 
     def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
@@ -41,25 +43,12 @@ class AdamFamily(torch.optim.Optimizer):
             raise ValueError(f"optim.eps={eps}: must be >= 0")
         super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.mul_(group["beta1"]).add_(p.grad)
-                v.mul_(group["beta2"]).addcmul_(p.grad, p.grad)
-                alpha = step_size(group["lr"], group["beta1"], group["beta2"], state["step"])
-                p.addcdiv_(m, (v + group["eps"]).sqrt_(), value=-alpha)
-        return loss
+    def update(self, param, grad, state, group):
+        if not state:
+            state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+        state["step"] += 1
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.mul_(group["beta1"]).add_(grad)
+        v.mul_(group["beta2"]).addcmul_(grad, grad)
+        alpha = step_size(group["lr"], group["beta1"], group["beta2"], state["step"])
+        param.addcdiv_(m, (v + group["eps"]).sqrt_(), value=-alpha)

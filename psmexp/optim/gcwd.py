@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from psmexp.optim.base import PerParameterOptimizer
+
 
 def gcwd_step(param: torch.Tensor, grad: torch.Tensor, momentum: torch.Tensor, lr: float, beta: float, rho: float,
               eps: float, weight_decay: float) -> None:
@@ -24,7 +26,7 @@ def gcwd_step(param: torch.Tensor, grad: torch.Tensor, momentum: torch.Tensor, l
     param.add_(torch.clamp(momentum / eps, -rho, rho), alpha=-lr)
 
 
-class GCWD(torch.optim.Optimizer):
+class GCWD(PerParameterOptimizer):
     def __init__(self, params, lr: float = 1e-3, beta: float = 0.965, rho: float = 1.0, eps: float = 1e-15,
                  weight_decay: float = 0.1):
         for name, value, ok in (("lr", lr, lr >= 0), ("beta", beta, 0 <= beta < 1), ("rho", rho, rho > 0),
@@ -33,19 +35,8 @@ class GCWD(torch.optim.Optimizer):
                 raise ValueError(f"optim.{name}={value} is out of range for GCWD")
         super().__init__(params, dict(lr=lr, beta=beta, rho=rho, eps=eps, weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                gcwd_step(p, p.grad, state["exp_avg"], group["lr"], group["beta"], group["rho"], group["eps"],
-                          group["weight_decay"])
-        return loss
+    def update(self, param, grad, state, group):
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(param)
+        gcwd_step(param, grad, state["exp_avg"], group["lr"], group["beta"], group["rho"], group["eps"],
+                  group["weight_decay"])

@@ -47,6 +47,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from psmexp.optim.averaged_norm_clip import AveragedNormClip
+from psmexp.optim.base import evaluate_closure
 
 CLIP_CHOICES = ("averaged_norm",)
 LEVEL_NAMES = ("primary", "secondary", "tertiary")
@@ -326,10 +327,7 @@ class HyperStack(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         if all(p.grad is None for p in self.params):   # e.g. a skipped non-finite loss: nothing to do
             return loss
         grad = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in self.params])

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from psmexp.optim.base import PerParameterOptimizer
+
 
 def frequency_response(mu: float, num: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(Omega in [0, pi), H(e^{j Omega})) of the filter (1 - mu) / (1 - mu z^-1)."""
@@ -21,7 +23,7 @@ def frequency_response(mu: float, num: int = 512) -> tuple[np.ndarray, np.ndarra
     return omega, (1.0 - mu) / (1.0 - mu * np.exp(-1j * omega))
 
 
-class LowpassMomentum(torch.optim.Optimizer):
+class LowpassMomentum(PerParameterOptimizer):
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.9):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"optim.momentum={momentum}: must be in [0, 1)")
@@ -29,17 +31,7 @@ class LowpassMomentum(torch.optim.Optimizer):
             raise ValueError(f"optim.lr={lr}: must be >= 0")
         super().__init__(params, dict(lr=lr, momentum=momentum))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                z = self.state[p].setdefault("filter", torch.zeros_like(p))
-                z.mul_(group["momentum"]).add_(p.grad, alpha=1.0 - group["momentum"])
-                p.add_(z, alpha=-group["lr"])
-        return loss
+    def update(self, param, grad, state, group):
+        z = state.setdefault("filter", torch.zeros_like(param))
+        z.mul_(group["momentum"]).add_(grad, alpha=1.0 - group["momentum"])
+        param.add_(z, alpha=-group["lr"])
