@@ -60,7 +60,12 @@ def stratified_grid(total_size: int = 100_000, test_size: int = 10_000, bins: in
                          f"data.total_size={total_size}")
     test = np.zeros(len(cells), dtype=bool)
     test[rng.choice(outer, test_size, replace=False)] = True
-    return {"train": theta[~interior & ~test], "val": theta[interior], "test": theta[test]}
+    splits = {"train": theta[~interior & ~test], "val": theta[interior], "test": theta[test]}
+    empty = [name for name, values in splits.items() if len(values) == 0]
+    if empty:
+        raise ValueError(f"data.total_size={total_size}, data.test_size={test_size}: the {empty} split(s) would be "
+                         f"empty (val needs a drawn cell among the interior {interior_bins}^5 of {bins}^5)")
+    return splits
 
 
 def _save_atomic(path: Path, write) -> None:

@@ -136,3 +136,22 @@ class ParamScaler(nn.Module):
         """(..., 5) nu -> physical theta, same dtype as nu."""
         lo, hi = self.lo.to(nu.dtype), self.hi.to(nu.dtype)
         return box_to_theta(lo + (nu + 1) * (hi - lo) / 2)
+
+
+class FTMDrum(nn.Module):
+    """The synthesizer g as a module with its constants fixed (config node conf/synth/ftm.yaml).
+
+    forward: theta (B, 5) physical parameters -> (B, n_samples) peak-normalised sounds, see ftm_drum.
+    """
+
+    def __init__(self, x1: float = 0.4, x2: float = 0.4, h: float = 0.03, l0: float = math.pi, n_modes: int = 10,
+                 sample_rate: float = 22050, n_samples: int = 2**16):
+        super().__init__()
+        self.constants = dict(x1=x1, x2=x2, h=h, l0=l0, n_modes=n_modes, sample_rate=sample_rate,
+                              n_samples=n_samples)
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return ftm_drum(theta, **self.constants)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.constants.items())

@@ -103,3 +103,8 @@ def test_metric_files_join_the_batches(tmp_path):
     np.save(metric_dir / "M_train.npy", m_train[:-1])
     with pytest.raises(ValueError, match=r"M_train.npy: shape"):
         FTMDrumsDataModule(tmp_path / "ftm", total_size=300, test_size=20, metric_dir=metric_dir).setup()
+
+
+def test_empty_split_is_refused():
+    with pytest.raises(ValueError, match=r"\['val'\] split\(s\) would be empty"):
+        stratified_grid(total_size=5, test_size=1, seed=0)
