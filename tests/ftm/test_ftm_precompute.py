@@ -16,7 +16,7 @@ def tiny_cfg(tmp_path, out="metric", *extra):
     overrides = [f"data.data_dir={tmp_path / 'data'}", "data.total_size=200", "data.test_size=10",
                  "data.bins=4", "data.interior_bins=2", f"out_dir={tmp_path / out}", "synth.n_samples=1024",
                  "perceptual.n_fft=128", "perceptual.hop_length=64", "shard_size=8", "batch_size=4",
-                 "device=cpu", *extra]
+                 "device=cpu", "num_threads=1", *extra]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("precompute", overrides=overrides)
 
