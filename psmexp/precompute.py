@@ -32,6 +32,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from psmexp.config import validate
 from psmexp.data.ftm_drums import SPLITS, _save_atomic
 from psmexp.perceptual.metric import metric_eigenvalues, metric_tensor
 
@@ -98,6 +99,7 @@ def check_manifest(out_dir: Path, identity: dict) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     """Compute (or finish) M for cfg.splits. Returns the manifest written to cfg.out_dir."""
+    validate(cfg)
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype={cfg.dtype!r}: allowed {sorted(DTYPES)}")
     unknown = [s for s in cfg.splits if s not in SPLITS]

@@ -13,7 +13,7 @@ from psmexp.synth.ftm import FTMDrum
 
 
 def tiny_cfg(tmp_path, out="metric", *extra):
-    overrides = [f"data.data_dir={tmp_path / 'data'}", "data.total_size=200", "data.test_size=10",
+    overrides = [f"data.data_dir={tmp_path / 'data'}", "data.total_size=120", "data.test_size=6",
                  "data.bins=4", "data.interior_bins=2", f"out_dir={tmp_path / out}", "synth.n_samples=1024",
                  "perceptual.n_fft=128", "perceptual.hop_length=64", "shard_size=8", "batch_size=4",
                  "device=cpu", "num_threads=1", *extra]
@@ -46,7 +46,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
 def test_metric_matches_direct_computation_and_loads_into_batches(tmp_path):
     cfg = tiny_cfg(tmp_path, "metric", "splits=[val]", "dtype=float64")
     run(cfg)
-    dm = FTMDrumsDataModule(tmp_path / "data", total_size=200, test_size=10, bins=4, interior_bins=2)
+    dm = FTMDrumsDataModule(tmp_path / "data", total_size=120, test_size=6, bins=4, interior_bins=2)
     dm.load()
     from psmexp.perceptual.log_stft import LogSTFT
     fn = sound_representation(FTMDrum(n_samples=1024), LogSTFT(128, 64), dm.scaler)
@@ -54,13 +54,13 @@ def test_metric_matches_direct_computation_and_loads_into_batches(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "metric" / "M_val.npy"), metric_tensor(fn, nu).numpy(),
                                rtol=1e-10)
     with pytest.raises(FileNotFoundError, match="M_train.npy"):
-        FTMDrumsDataModule(tmp_path / "data", total_size=200, test_size=10, bins=4, interior_bins=2,
+        FTMDrumsDataModule(tmp_path / "data", total_size=120, test_size=6, bins=4, interior_bins=2,
                            metric_dir=tmp_path / "metric").setup()
     run(tiny_cfg(tmp_path, "metric", "splits=[train]", "dtype=float64"))
-    dm = FTMDrumsDataModule(tmp_path / "data", total_size=200, test_size=10, bins=4, interior_bins=2, batch_size=4,
+    dm = FTMDrumsDataModule(tmp_path / "data", total_size=120, test_size=6, bins=4, interior_bins=2, batch_size=4,
                             metric_dir=tmp_path / "metric")
     dm.setup()
-    assert next(iter(dm.val_dataloader()))["M"].shape == (4, 5, 5)
+    assert next(iter(dm.val_dataloader()))["M"].shape == (3, 5, 5)
     assert "M" not in next(iter(dm.test_dataloader()))
 
 
