@@ -32,9 +32,9 @@ def train(overrides: list[str], run_dir: Path):
 
 
 def cli(args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m psmexp.train <args>` in a subprocess from the repository root."""
+    """`psmexp-train <args>` in a subprocess: the console script's entry point (psmexp.train:main), imported."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run([sys.executable, "-m", "psmexp.train", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-c", "from psmexp.train import main; main()", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout, **kwargs)
 
 
