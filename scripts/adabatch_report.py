@@ -1,8 +1,8 @@
 """Tables (and plots) for the AdaBatch / Adam presets from their multirun directories.
 
-    python scripts/adabatch_report.py fig44 outputs/multirun/<...>  [--plot fig44.png]
-    python scripts/adabatch_report.py fig42 outputs/multirun/<...>  [--plot fig42.png]
-    python scripts/adabatch_report.py fig43 outputs/multirun/<...>  [--target 0.25]
+    python scripts/adabatch_report.py fig44 outputs/multirun/<...> [...]  [--plot fig44.png]
+    python scripts/adabatch_report.py fig42 outputs/multirun/<...> [...]  [--plot fig42.png]
+    python scripts/adabatch_report.py fig43 outputs/multirun/<...> [...]  [--target 0.25]
     python scripts/adabatch_report.py adam  outputs/multirun/<...>
 
 fig44 / fig42 pick, for each (method, B), the step size of the grid with the best final test error / training gap,
@@ -143,11 +143,11 @@ def adam(runs):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("figure", choices=["fig44", "fig42", "fig43", "adam"])
-    parser.add_argument("sweep", type=Path)
+    parser.add_argument("sweeps", type=Path, nargs="+", help="multirun directories (their runs are pooled)")
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--target", type=float, default=None)
     args = parser.parse_args(argv)
-    runs = load_runs(args.sweep)
+    runs = [run for sweep in args.sweeps for run in load_runs(sweep)]
     {"fig44": lambda: fig44(runs, args.plot), "fig42": lambda: fig42(runs, args.plot),
      "fig43": lambda: fig43(runs, args.target), "adam": lambda: adam(runs)}[args.figure]()
 

@@ -37,6 +37,7 @@ class SparseRows:
     @classmethod
     def from_scipy(cls, matrix, target: np.ndarray, normalize: bool = True) -> "SparseRows":
         matrix = matrix.tocsr()
+        matrix.sum_duplicates()  # one entry per (row, column): AdaBatch counts |D_k| from entries
         matrix.sort_indices()
         value = np.asarray(matrix.data, dtype=np.float32)
         crow = np.asarray(matrix.indptr, dtype=np.int64)

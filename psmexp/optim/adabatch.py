@@ -39,25 +39,25 @@ def preconditioner(frequency: torch.Tensor, batch_size: int) -> torch.Tensor:
     return c.to(frequency.dtype if frequency.is_floating_point() else torch.get_default_dtype())
 
 
-def _sum_by_column(column: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Distinct columns of the batch, the sum of the entries in each, and the inverse map entry -> distinct slot."""
+def _sum_by_column(column: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct columns of the batch and the sum of the entries in each."""
     index, inverse = torch.unique(column, return_inverse=True)
-    total = torch.zeros(len(index), dtype=value.dtype).index_add_(0, inverse, value)
-    return index, total, inverse
+    return index, torch.zeros(len(index), dtype=value.dtype).index_add_(0, inverse, value)
 
 
 def minibatch(column: torch.Tensor, value: torch.Tensor, batch_size: int,
               frequency: torch.Tensor | None = None) -> SparseVector:
     """Eq. 4.6: the plain mini-batch mean, sum over the batch divided by B."""
-    index, total, _ = _sum_by_column(column, value)
+    index, total = _sum_by_column(column, value)
     return index, total / batch_size
 
 
 def adabatch(column: torch.Tensor, value: torch.Tensor, batch_size: int,
              frequency: torch.Tensor | None = None) -> SparseVector:
     """Eq. 4.7: per column, the mean over the |D_k| samples whose gradient is non-zero (structurally) there."""
-    index, total, inverse = _sum_by_column(column, value)
-    count = torch.bincount(inverse, minlength=len(index))
+    # A sample stores a column at most once, so |D_k| is the number of entries in column k: unique's counts.
+    index, inverse, count = torch.unique(column, return_inverse=True, return_counts=True)
+    total = torch.zeros(len(index), dtype=value.dtype).index_add_(0, inverse, value)
     return index, total / count.to(value.dtype)
 
 
@@ -66,7 +66,7 @@ def precondition(column: torch.Tensor, value: torch.Tensor, batch_size: int,
     """Eq. 4.9: the mini-batch mean rescaled by the deterministic C_{B,p}; ``frequency`` is p, shape [d]."""
     if frequency is None:
         raise ValueError("aggregation 'precondition' needs the feature frequencies p (shape [d])")
-    index, total, _ = _sum_by_column(column, value)
+    index, total = _sum_by_column(column, value)
     return index, total / batch_size * preconditioner(frequency[index], batch_size).to(value.dtype)
 
 

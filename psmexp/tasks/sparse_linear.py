@@ -109,7 +109,8 @@ class SparseLinearTask(Task):
             at_snapshot = gradient_entries(self.snapshot, batch, self.loss, self.l2)
             entries = svrg_entries(entries, at_snapshot, batch["column"], self.snapshot_gradient, self.frequency)
         index, value = self.rule(batch["column"], entries, len(batch["target"]), self.frequency)
-        grad = torch.sparse_coo_tensor(index.unsqueeze(0), value, self.weight.shape, is_coalesced=True)
+        grad = torch.sparse_coo_tensor(index.unsqueeze(0), value, self.weight.shape, is_coalesced=True,
+                                       check_invariants=False)
         self.weight.grad = grad
         optimizer = self.optimizers()
         optimizer.step()
