@@ -63,19 +63,20 @@ def fig44(runs, plot):
     best = best_per_group(runs, ["experiment", "data.batch_size"], lambda r: finite(r.metrics.get("test/error")))
     methods = sorted({k[0] for k in best})
     sizes = sorted({k[1] for k in best})
-    print("| B | " + " | ".join(f"{m}: test error (loss) [lr]" for m in methods) + " |")
+    print("| B | " + " | ".join(f"{m.removeprefix('adabatch_')}: test error (test loss; train F) [lr]" for m in methods) + " |")
     print("|---|" + "---|" * len(methods))
     for b in sizes:
         cells = []
         for m in methods:
             run = best.get((m, b))
-            cells.append("-" if run is None else f"{run.metrics['test/error']:.4f} ({run.metrics['test/loss']:.4f}) "
-                         f"[{run.get('optim.lr')}]")
+            cells.append("-" if run is None else f"{run.metrics['test/error']:.4f} ({run.metrics['test/loss']:.4f}; "
+                         f"{run.metrics['train/objective']:.4f}) [{run.get('optim.lr')}]")
         print(f"| {b} | " + " | ".join(cells) + " |")
     if plot:
         import matplotlib.pyplot as plt
         for m in methods:
-            plt.semilogx(sizes, [best[(m, b)].metrics["test/error"] for b in sizes], "o-", label=m)
+            plt.semilogx(sizes, [best[(m, b)].metrics["test/error"] for b in sizes], "o-",
+                         label=m.removeprefix("adabatch_"))
         plt.xlabel("batch size B"), plt.ylabel("final test error"), plt.legend(), plt.savefig(plot, dpi=100)
 
 
@@ -126,14 +127,14 @@ def adam(runs):
     def stat(values):
         return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
 
-    print("| optimizer | epochs | steps N | train loss (last epoch) | grad norm (last 10% of steps) | test loss |")
+    print("| optimizer | epochs | steps N (last logged + 1) | train loss (last epoch) | grad norm (mean over the last 10% of steps, logged every 10) | test loss |")
     print("|---|---|---|---|---|---|")
     for (name, epochs), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         losses, norms, steps = [], [], 0
         for run in group:
-            norm = [v for _, v in run.series("grad/norm")]
-            steps = len(norm)
-            norms.append(statistics.mean(norm[-max(1, steps // 10):]))
+            norm = run.series("grad/norm")
+            steps = int(norm[-1][0]) + 1
+            norms.append(statistics.mean(v for s, v in norm if s >= 0.9 * steps))
             loss = run.series("train/loss")
             losses.append(statistics.mean(v for _, v in loss[-max(1, len(loss) // epochs):]))
         print(f"| {name} | {epochs} | {steps} | {stat(losses)} | {stat(norms)} | "
