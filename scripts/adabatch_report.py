@@ -2,7 +2,7 @@
 
     python scripts/adabatch_report.py fig44 outputs/multirun/<...> [...]  [--plot fig44.png]
     python scripts/adabatch_report.py fig42 outputs/multirun/<...> [...]  [--plot fig42.png]
-    python scripts/adabatch_report.py fig43 outputs/multirun/<...> [...]  [--target 0.25]
+    python scripts/adabatch_report.py fig43 outputs/multirun/<...> [...]  [--metric val/loss --target 0.45]
     python scripts/adabatch_report.py adam  outputs/multirun/<...>
 
 fig44 / fig42 pick, for each (method, B), the step size of the grid with the best final test error / training gap,
@@ -102,21 +102,22 @@ def fig42(runs, plot):
         plt.xlabel("epoch"), plt.ylabel("F(y_s) - F*"), plt.legend(), plt.savefig(plot, dpi=100)
 
 
-def fig43(runs, target):
+def fig43(runs, target, metric):
     if target is None:
         sequential = [r for r in runs if r.get("task.algorithm") == "hogwild" and r.get("task.workers") == 1]
         if not sequential:
             raise SystemExit("no sequential run (hogwild, 1 worker) to set the target from: pass --target")
-        target = sequential[0].metrics["val/error"] + 0.01
-    print(f"target test error: {target:.4f}")
-    print("| algorithm | W | samples/s | time to target (s) | final test error |")
-    print("|---|---|---|---|---|")
+        target = 1.01 * sequential[0].metrics[metric]
+    print(f"target {metric}: {target:.4f}")
+    print(f"| algorithm | W | samples/s | time to target (s) | final {metric} | final test/error |")
+    print("|---|---|---|---|---|---|")
     for run in sorted(runs, key=lambda r: (r.get("task.algorithm"), r.get("task.workers"))):
-        rows = [row for row in run.history if "val/error" in row and "time/train_s" in row]
-        reach = next((row["time/train_s"] for row in rows if row["val/error"] <= target), None)
+        rows = [row for row in run.history if metric in row and "time/train_s" in row]
+        reach = next((row["time/train_s"] for row in rows if row[metric] <= target), None)
         rate = run.metrics["samples"] / run.metrics["time/train_s"]
         print(f"| {run.get('task.algorithm')} | {run.get('task.workers')} | {rate:,.0f} | "
-              f"{'not reached' if reach is None else f'{reach:.2f}'} | {run.metrics['test/error']:.4f} |")
+              f"{'not reached' if reach is None else f'{reach:.2f}'} | {run.metrics[metric]:.4f} | "
+              f"{run.metrics['test/error']:.4f} |")
 
 
 def adam(runs):
@@ -146,11 +147,13 @@ def main(argv=None) -> None:
     parser.add_argument("figure", choices=["fig44", "fig42", "fig43", "adam"])
     parser.add_argument("sweeps", type=Path, nargs="+", help="multirun directories (their runs are pooled)")
     parser.add_argument("--plot", type=Path, default=None)
-    parser.add_argument("--target", type=float, default=None)
+    parser.add_argument("--target", type=float, default=None,
+                        help="fig43: target value of --metric (default: 1.01 x the sequential run's final value)")
+    parser.add_argument("--metric", default="val/loss", help="fig43: metric of the target (val/loss or val/error)")
     args = parser.parse_args(argv)
     runs = [run for sweep in args.sweeps for run in load_runs(sweep)]
     {"fig44": lambda: fig44(runs, args.plot), "fig42": lambda: fig42(runs, args.plot),
-     "fig43": lambda: fig43(runs, args.target), "adam": lambda: adam(runs)}[args.figure]()
+     "fig43": lambda: fig43(runs, args.target, args.metric), "adam": lambda: adam(runs)}[args.figure]()
 
 
 if __name__ == "__main__":
