@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from tests.conftest import compose_config, train
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR, compose_config, train
 
 TINY = ["task=sparse_linear", "logger=none", "data.num_samples=400", "data.num_features=500", "data.active=10"]
 
@@ -44,12 +46,17 @@ def test_bad_values_are_named(run_dir):
 @pytest.mark.parametrize("preset", ["adabatch_fig44", "adabatch_fig42", "adabatch_fig43", "adam_finite_horizon"])
 def test_presets_compose(preset, tmp_path):
     cfg = compose_config([f"paper={preset}"], tmp_path)
-    assert cfg.hydra.mode == "MULTIRUN" and cfg.hydra.sweeper.params and cfg.report.metrics
+    assert cfg.report.metrics and cfg.report.by
+    raw = OmegaConf.load(CONF_DIR / "paper" / f"{preset}.yaml")
+    assert raw.hydra.mode == "MULTIRUN"
+    for key, values in raw.hydra.sweeper.params.items():  # every swept group option (experiment=...) exists
+        for value in str(values).split(",") if "." not in key else []:
+            compose_config([f"paper={preset}", f"{key}={value}"], tmp_path)
 
 
 def test_adam_finite_horizon_members_run(run_dir):
     for i, member in enumerate(["adam_finite_horizon_fh", "adam_finite_horizon_adagrad"]):
         _, metrics = train(["logger=none", f"experiment={member}", "trainer.max_epochs=1",
-                            "+trainer.limit_train_batches=3", "callbacks.model_checkpoint=null", "test_ckpt=last"],
+                            "+trainer.limit_train_batches=20", "callbacks.model_checkpoint=null", "test_ckpt=last"],
                            run_dir / str(i))
         assert metrics["grad/norm"] > 0
