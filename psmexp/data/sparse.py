@@ -1,4 +1,4 @@
-"""Sparse binary-classification data for sparse linear prediction (thesis ch. 4): LIBSVM files and a power-law generator.
+"""Sparse binary-classification data (thesis ch. 4): LIBSVM/SVMlight files and a power-law generator.
 
 Rows are kept in CSR form (``SparseRows``: crow [N+1], column [nnz], value [nnz], target [N] in {-1, +1}); a batch is
 never materialised as a dense d x B matrix. A batch of B rows is a dict of 1-D tensors:

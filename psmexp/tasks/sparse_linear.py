@@ -63,8 +63,7 @@ class SparseLinearTask(Task):
         datamodule = self.trainer.datamodule
         self.frequency = datamodule.frequency
         self.train_rows = datamodule.splits["train"].everything()
-        needs_sgd = self.algorithm != "sgd"
-        if needs_sgd and type(self.optimizers().optimizer) is not torch.optim.SGD:
+        if self.algorithm != "sgd" and type(self.optimizers().optimizer) is not torch.optim.SGD:
             raise ValueError(f"task.algorithm={self.algorithm} runs plain SGD: set optim=sgd "
                              f"(got {type(self.optimizers().optimizer).__name__})")
         if self.reference_optimum:
