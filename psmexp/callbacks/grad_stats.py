@@ -37,9 +37,11 @@ class GradStats(pl.Callback):
         self.every_n_steps = every_n_steps
 
     def _log(self, trainer, metrics: dict) -> None:
-        # Straight to the loggers: every `every_n_steps` steps, independent of the trainer's log_every_n_steps.
+        # Straight to the loggers: every `every_n_steps` steps, independent of the trainer's log_every_n_steps;
+        # the latest values also stand in the trainer's callback metrics (hence in the run's metrics.json).
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if trainer.global_step % self.every_n_steps == 0:
