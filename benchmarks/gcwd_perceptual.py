@@ -3,7 +3,8 @@
     PYTHONPATH=. python benchmarks/gcwd_perceptual.py              # paper and small JTFS configs, 1 thread
     PYTHONPATH=. python benchmarks/gcwd_perceptual.py --threads 2 --repeats 5
 
-Prints median wall times (s) over `--repeats` runs after one warm-up, and the JVP cost ratio
+Prints median wall times (s) over `--repeats` runs after one warm-up, [median process CPU times] (the honest
+figure on a shared machine), and the JVP cost ratio
 (time of torch.func.jvp through Phi = log1p(JTFS / eps)) / (time of Phi alone), and the same for jacfwd with
 5 tangent directions (the 5 JVPs of the PNP metric M = J^T J).
 """
@@ -57,14 +58,17 @@ def main() -> None:
             x, v = torch.randn(1, cfg["shape"]), torch.randn(1, cfg["shape"])
             W = torch.randn(5, cfg["shape"])
             forward = median_time(lambda: jtfs.phi(x), args.repeats)
+            forward_cpu = CPU_TIMES[-1]
             print(f"JTFS {name}: n_paths {jtfs.n_paths}; forward batch 1 {forward:.3f} s {cpu()}")
             x8 = torch.randn(8, cfg["shape"])
             print(f"  forward batch 8 {median_time(lambda: jtfs.phi(x8), args.repeats):.3f} s {cpu()}")
             jvp = median_time(lambda: torch.func.jvp(jtfs.phi, (x,), (v,)), args.repeats)
-            print(f"  jvp batch 1 {jvp:.3f} s {cpu()}: ratio jvp / forward {jvp / forward:.2f}")
+            print(f"  jvp batch 1 {jvp:.3f} s {cpu()}: ratio jvp / forward {jvp / forward:.2f} "
+                  f"(cpu {CPU_TIMES[-1] / forward_cpu:.2f})")
             jac5 = median_time(lambda: torch.func.jacfwd(lambda c: jtfs.phi(x + c @ W))(torch.zeros(5)),
                                args.repeats)
-            print(f"  jacfwd 5 columns batch 1 {jac5:.3f} s {cpu()}: ratio / forward {jac5 / forward:.2f}")
+            print(f"  jacfwd 5 columns batch 1 {jac5:.3f} s {cpu()}: ratio / forward {jac5 / forward:.2f} "
+                  f"(cpu {CPU_TIMES[-1] / forward_cpu:.2f})")
         cqt, audio = CQT(), torch.randn(32, 2 ** 16)
         print(f"CQT batch 32 x 2^16 samples -> {tuple(cqt(audio).shape)}: "
               f"{median_time(lambda: cqt(audio), args.repeats):.3f} s {cpu()}")
