@@ -21,6 +21,8 @@ import numpy as np
 import yaml
 from scipy import signal
 
+from psmexp.data.musdb import MusdbDataModule
+
 SOURCES = ("drums", "bass", "other", "vocals")
 _VOWEL_FORMANTS = ((730, 1090, 2440), (270, 2290, 3010), (530, 1840, 2480), (570, 840, 2410), (300, 870, 2240))
 _MAJOR = (0, 2, 4, 5, 7, 9, 11)
@@ -152,3 +154,22 @@ def write_synthetic_musdb(root: str | Path, train: int = 8, valid: int = 2, test
     with open(setup_path, "w") as handle:
         yaml.safe_dump(setup, handle)
     return setup_path
+
+
+
+class SyntheticMusdbDataModule(MusdbDataModule):
+    """MusdbDataModule over synthetic songs that it writes to `data_dir` first when data_dir/setup.yaml is absent.
+
+    The songs depend on (train, valid, test, seconds, samplerate, song_seed); delete data_dir to regenerate.
+    Other arguments: those of MusdbDataModule (the layout is always wav, the setup file always setup.yaml).
+    """
+
+    def __init__(self, data_dir: str, train: int = 8, valid: int = 2, test: int = 3, seconds: float = 8.0,
+                 song_seed: int = 0, samplerate: int = 44100, **kwargs):
+        super().__init__(data_dir=data_dir, is_wav=True, samplerate=samplerate, setup_file="setup.yaml", **kwargs)
+        self.song_settings = dict(train=train, valid=valid, test=test, seconds=seconds, samplerate=samplerate,
+                                  seed=song_seed)
+
+    def prepare_data(self) -> None:
+        if not (Path(self.data_dir) / "setup.yaml").is_file():
+            write_synthetic_musdb(self.data_dir, **self.song_settings)

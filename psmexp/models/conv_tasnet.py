@@ -29,9 +29,9 @@ class GlobalLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=(1, 2), keepdim=True)
-        var = (x - mean).pow(2).mean(dim=(1, 2), keepdim=True)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.gamma + self.beta
+        var, mean = torch.var_mean(x, dim=(1, 2), unbiased=False, keepdim=True)
+        scale = self.gamma * torch.rsqrt(var + self.eps)  # (B, C, 1): one fused multiply-add over x
+        return torch.addcmul(self.beta - mean * scale, x, scale)
 
 
 class TemporalBlock(nn.Module):
