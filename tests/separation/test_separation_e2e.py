@@ -25,7 +25,7 @@ def test_bad_model_key_is_a_clear_error(run_dir):
     from psmexp.config import ConfigError, validate
 
     with pytest.raises(ConfigError, match="model.width"):
-        validate(compose_config([*TINY, "model.width=3"], run_dir))
+        validate(compose_config([*TINY, "+model.width=3"], run_dir))
 
 
 @pytest.mark.slow
