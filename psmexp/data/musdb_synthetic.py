@@ -15,6 +15,8 @@ Each source is panned at random; the mixture file is the sum of the (quantised) 
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +127,7 @@ def synthesize_song(seconds: float, samplerate: int, rng: np.random.Generator) -
     return song
 
 
-def write_synthetic_musdb(root: str | Path, train: int = 8, valid: int = 2, test: int = 3, seconds: float = 8.0,
+def write_synthetic_musdb(root: str | Path, train: int = 8, valid: int = 2, test: int = 2, seconds: float = 6.0,
                           samplerate: int = 44100, seed: int = 0) -> Path:
     """Write `train + valid` songs under root/train (the last `valid` listed as validation tracks in
     root/setup.yaml) and `test` songs under root/test. Returns the setup file's path."""
@@ -150,6 +152,7 @@ def write_synthetic_musdb(root: str | Path, train: int = 8, valid: int = 2, test
         setup = yaml.safe_load(handle)
     setup["validation_tracks"] = names["train"][train:]
     setup["sample_rate"] = float(samplerate)
+    setup["synthetic"] = dict(train=train, valid=valid, test=test, seconds=seconds, samplerate=samplerate, seed=seed)
     setup_path = root / "setup.yaml"
     with open(setup_path, "w") as handle:
         yaml.safe_dump(setup, handle)
@@ -160,16 +163,31 @@ def write_synthetic_musdb(root: str | Path, train: int = 8, valid: int = 2, test
 class SyntheticMusdbDataModule(MusdbDataModule):
     """MusdbDataModule over synthetic songs that it writes to `data_dir` first when data_dir/setup.yaml is absent.
 
-    The songs depend on (train, valid, test, seconds, samplerate, song_seed); delete data_dir to regenerate.
+    The songs depend on (train, valid, test, seconds, samplerate, song_seed), recorded in setup.yaml; songs written
+    with other settings are an error (choose another data_dir or delete it). They are written to a temporary
+    sibling folder first and renamed, so that concurrent jobs never read half-written songs.
     Other arguments: those of MusdbDataModule (the layout is always wav, the setup file always setup.yaml).
     """
 
-    def __init__(self, data_dir: str, train: int = 8, valid: int = 2, test: int = 3, seconds: float = 8.0,
+    def __init__(self, data_dir: str, train: int = 8, valid: int = 2, test: int = 2, seconds: float = 6.0,
                  song_seed: int = 0, samplerate: int = 44100, **kwargs):
         super().__init__(data_dir=data_dir, is_wav=True, samplerate=samplerate, setup_file="setup.yaml", **kwargs)
         self.song_settings = dict(train=train, valid=valid, test=test, seconds=seconds, samplerate=samplerate,
                                   seed=song_seed)
 
     def prepare_data(self) -> None:
-        if not (Path(self.data_dir) / "setup.yaml").is_file():
-            write_synthetic_musdb(self.data_dir, **self.song_settings)
+        root = Path(self.data_dir)
+        if not (root / "setup.yaml").is_file():
+            staging = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+            shutil.rmtree(staging, ignore_errors=True)
+            write_synthetic_musdb(staging, **self.song_settings)
+            root.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                staging.rename(root)
+            except OSError:  # written meanwhile by another job (or root exists and is not empty)
+                shutil.rmtree(staging, ignore_errors=True)
+        with open(root / "setup.yaml") as handle:
+            found = yaml.safe_load(handle).get("synthetic")
+        if found != self.song_settings:
+            raise ValueError(f"data.data_dir={root} holds synthetic songs made with {found}, not with the "
+                             f"configured {self.song_settings}; choose another data.data_dir or delete it")

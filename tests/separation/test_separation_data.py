@@ -126,5 +126,8 @@ def test_reader_errors_name_the_layout(tmp_path):
     synthetic = SyntheticMusdbDataModule(str(tmp_path / "syn"), train=1, valid=1, test=1, seconds=2.0,
                                          samplerate=8000)
     synthetic.prepare_data()
+    with pytest.raises(ValueError, match="holds synthetic songs made with"):
+        SyntheticMusdbDataModule(str(tmp_path / "syn"), train=1, valid=1, test=1, seconds=3.0,
+                                 samplerate=8000).prepare_data()
     with pytest.raises(ValueError, match="data.samplerate=44100"):
         MusdbDataModule(str(tmp_path / "syn"), is_wav=True, setup_file="setup.yaml").track_names("test")
