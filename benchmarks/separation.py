@@ -67,8 +67,8 @@ def compare(name: str, ours, reference, train_input, separate_input, repeats: in
     seconds = separate_input.shape[-1] * separate_input.shape[0] / SAMPLERATE
     ours_sep, ref_sep = median_times([separation(ours, separate_input), separation(reference, separate_input)],
                                      repeats)
-    print(f"  separation of {tuple(separate_input.shape)}: ours {seconds / ours_sep:.1f} s of audio/s, reference "
-          f"{seconds / ref_sep:.1f} s/s, time ratio {ours_sep / ref_sep:.2f}x")
+    print(f"  separation of {tuple(separate_input.shape)}: ours {seconds / ours_sep:.3g} s of audio/s, reference "
+          f"{seconds / ref_sep:.3g} s/s, time ratio {ours_sep / ref_sep:.2f}x")
 
 
 def demucs_pair(channels: int):

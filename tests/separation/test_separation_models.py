@@ -115,12 +115,12 @@ def test_shift_trick_makes_demucs_equivariant():
 def test_global_layer_norm_matches_numpy():
     torch.manual_seed(0)
     norm = GlobalLayerNorm(5)
-    norm.gamma.data.uniform_(0.5, 2)
-    norm.beta.data.uniform_(-1, 1)
+    norm.weight.data.uniform_(0.5, 2)
+    norm.bias.data.uniform_(-1, 1)
     x = torch.randn(3, 5, 7) * 3 + 1
     a = x.numpy().astype(np.float64)
     mean, var = a.mean(axis=(1, 2), keepdims=True), a.var(axis=(1, 2), keepdims=True)
-    expected = (a - mean) / np.sqrt(var + 1e-8) * norm.gamma.detach().numpy() + norm.beta.detach().numpy()
+    expected = (a - mean) / np.sqrt(var + 1e-8) * norm.weight.detach().numpy()[:, None] + norm.bias.detach().numpy()[:, None]
     np.testing.assert_allclose(norm(x).detach().numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
