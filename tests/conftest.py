@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# The musdb and museval packages (MUSDB18 reading, SDR) need the ffmpeg and ffprobe programs; .ci/run installs them.
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
+                                  reason="musdb/museval need ffmpeg and ffprobe on PATH (apt-get install ffmpeg)")
 
 
 def compose_config(overrides: list[str], run_dir: Path, hydra: bool = False):

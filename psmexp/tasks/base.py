@@ -56,8 +56,10 @@ class Task(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.checked(self.compute_loss(batch), "train/loss")
-        # Logged on the steps the trainer writes out (log_every_n_steps): self.log costs more than a small model's step.
-        if loss is not None and (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        # Logged on the steps the trainer writes out (log_every_n_steps) and on each epoch's last batch (so the final
+        # metrics hold it): self.log costs more than a small model's whole step.
+        last_batch = batch_idx + 1 == self.trainer.num_training_batches
+        if loss is not None and (last_batch or (self.global_step + 1) % self.trainer.log_every_n_steps == 0):
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=self.batch_size(batch))
         return loss
 

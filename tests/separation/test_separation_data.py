@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import needs_ffmpeg
+
 from psmexp.data.musdb import MusdbDataModule
 from psmexp.data.musdb_synthetic import SOURCES, SyntheticMusdbDataModule, write_synthetic_musdb
 from psmexp.data.separation_augment import augment, flip_sign, random_crop, remix, swap_channels
@@ -47,6 +49,7 @@ def test_flips_and_crop():
         random_crop(x, 31)
 
 
+@needs_ffmpeg
 def test_sdr_perfect_high_noisy_moderate_silence_low():
     rng = np.random.default_rng(0)
     refs = rng.standard_normal((2, 8000, 2))
@@ -60,6 +63,7 @@ def test_sdr_perfect_high_noisy_moderate_silence_low():
     assert np.all(track_sdr(refs, refs[::-1].copy(), 8000) < -2)
 
 
+@needs_ffmpeg
 def test_sdr_aggregation_and_process_pool():
     table = [np.array([1.0, 4.0]), np.array([3.0, 2.0]), np.array([2.0, np.nan])]
     assert aggregate(table, ["a", "b"]) == {"a": 2.0, "b": 3.0, "all": 2.5}
@@ -77,6 +81,7 @@ def wav_root(tmp_path_factory):
     return root
 
 
+@needs_ffmpeg
 def test_musdb_reader_on_wav_fixture(wav_root):
     for name in SOURCES + ("mixture",):
         assert (wav_root / "train" / "synthetic_000" / f"{name}.wav").is_file()
@@ -98,6 +103,7 @@ def test_musdb_reader_on_wav_fixture(wav_root):
     torch.testing.assert_close(valid["mix"], valid["sources"].sum(dim=1))
 
 
+@needs_ffmpeg
 @pytest.mark.slow
 def test_musdb_reader_on_stem_mp4_fixture(tmp_path):
     import stempeg
@@ -117,6 +123,7 @@ def test_musdb_reader_on_stem_mp4_fixture(tmp_path):
     assert test["sources"].shape[:3] == (1, 4, 2) and test["sources"].shape[3] >= 88200
 
 
+@needs_ffmpeg
 def test_reader_errors_name_the_layout(tmp_path):
     dm = MusdbDataModule(str(tmp_path), is_wav=True)
     with pytest.raises(FileNotFoundError, match=r"mixture,drums,bass,other,vocals\}\.wav"):

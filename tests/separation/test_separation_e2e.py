@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from conftest import cli, compose_config, train
+from conftest import cli, compose_config, needs_ffmpeg, train
+
+pytestmark = needs_ffmpeg
 
 TINY = ["task=separation", "model.channels=4", "model.depth=3", "model.shifts=2", "trainer.max_epochs=1",
         "data.train=1", "data.valid=1", "data.test=1", "data.seconds=2.5", "data.samplerate=8000",
