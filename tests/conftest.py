@@ -1,0 +1,43 @@
+"""Shared test helpers: compose the real config tree on CPU and run training in-process or through the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def compose_config(overrides: list[str], run_dir: Path):
+    """The config `psmexp-train <overrides>` would see, with its run dir set to `run_dir`."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+
+
+def train(overrides: list[str], run_dir: Path):
+    """Run psmexp.train.run in-process; returns (return value, metrics.json as a dict)."""
+    from psmexp.train import run
+
+    value = run(compose_config(overrides, run_dir))
+    return value, json.loads((run_dir / "metrics.json").read_text())
+
+
+def cli(args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m psmexp.train <args>` in a subprocess from the repository root."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    return subprocess.run([sys.executable, "-m", "psmexp.train", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    return tmp_path / "run"
