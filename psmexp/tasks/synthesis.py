@@ -75,7 +75,7 @@ class SynthesisTask(Task):
         self.sample_rate, self.audio_examples = sample_rate, audio_examples
         self.automatic_optimization = stage != "lstm"
         self.spectral, self.wav_mse = LogSpectralLoss(), WaveformMSE()
-        self._audio = None
+        self._audio, self._last_output = None, None
 
     def _padded(self, wav: torch.Tensor) -> torch.Tensor:
         pad = self.model.lengths.pad
@@ -102,54 +102,61 @@ class SynthesisTask(Task):
             hidden = tuple(h.detach() for h in hidden)
             yield out, target[..., start:start + length]
 
+    def compute_loss(self, batch) -> torch.Tensor:
+        """The stage's objective on a batch: ``loss`` on the waveform, or (stage 2) the embedding MSE."""
+        if self.stage == "lstm":
+            with torch.no_grad():
+                embeddings = self.model.encode(self._padded(batch["wav"]))
+            generated = self.model.generator(batch["velocity"], batch["instrument"], batch["pitch"])[0]
+            return F.mse_loss(generated, embeddings)
+        return self.loss(*self._reconstruct(batch))
+
+    def evaluate(self, batch) -> dict[str, torch.Tensor]:
+        """Objective, spectral loss (eq. 2.3) and waveform MSE (eq. 2.1) of the stage's output."""
+        output, target = self._reconstruct(batch)
+        objective = self.compute_loss(batch) if self.stage == "lstm" else self.loss(output, target)
+        self._last_output = (output, target)
+        return {"loss": objective, "spectral": self.spectral(output, target), "wav_mse": self.wav_mse(output, target)}
+
     def training_step(self, batch, batch_idx):
-        if self.stage != "lstm":
-            output, target = self._reconstruct(batch)
-            loss = self.checked(self.loss(output, target), "train/loss")
-            self.log("train/loss", loss, prog_bar=True, batch_size=len(output))
-            return loss
+        if self.automatic_optimization:
+            return super().training_step(batch, batch_idx)
         optimizer = self.optimizers()
         losses = []
         for out, target in self._lstm_chunks(batch):
             loss = self.checked(F.mse_loss(out, target), "train/loss")
+            if loss is None:
+                continue
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
             losses.append(loss.detach())
-        mean = torch.stack(losses).mean()
-        self.log("train/loss", mean, prog_bar=True, batch_size=len(batch["wav"]))
-        return mean
-
-    def _objective(self, batch, output, target) -> torch.Tensor:
-        if self.stage != "lstm":
-            return self.loss(output, target)
-        with torch.no_grad():
-            embeddings = self.model.encode(self._padded(batch["wav"]))
-        return F.mse_loss(self.model.generator(batch["velocity"], batch["instrument"], batch["pitch"])[0],
-                          embeddings)
+        if losses:
+            self.log("train/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=self.batch_size(batch))
 
     def validation_step(self, batch, batch_idx):
-        output, target = self._reconstruct(batch)
-        size = len(output)
-        self.log("val/loss", self._objective(batch, output, target), prog_bar=True, batch_size=size)
-        self.log("val/spectral", self.spectral(output, target), batch_size=size)
-        self.log("val/wav_mse", self.wav_mse(output, target), batch_size=size)
+        self._log_evaluation("val", batch)
         if batch_idx == 0:
-            self._audio = (self.model.trim(output[:self.audio_examples]), self.model.trim(target[:self.audio_examples]))
+            output, target = (x[:self.audio_examples] for x in self._last_output)
+            self._audio = (self.model.trim(output), self.model.trim(target))
 
     def on_validation_epoch_end(self):
-        experiment = getattr(self.logger, "experiment", None)
-        if self._audio is None or not hasattr(experiment, "add_audio"):
+        """Log the first validation notes (generated and reference) to every logger that takes audio."""
+        if self._audio is None:
             return
-        for i, (generated, reference) in enumerate(zip(*self._audio)):
-            for tag, wav in (("generated", generated), ("reference", reference)):
-                experiment.add_audio(f"audio/{self.stage}_{tag}_{i}", wav.clamp(-1, 1).unsqueeze(0).float().cpu(),
-                                     self.global_step, sample_rate=self.sample_rate)
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if not hasattr(experiment, "add_audio"):
+                continue
+            for i, (generated, reference) in enumerate(zip(*self._audio)):
+                for tag, wav in (("generated", generated), ("reference", reference)):
+                    experiment.add_audio(f"audio/{self.stage}_{tag}_{i}", wav.clamp(-1, 1).unsqueeze(0).float().cpu(),
+                                         self.global_step, sample_rate=self.sample_rate)
         self._audio = None
 
     def test_step(self, batch, batch_idx, dataloader_idx=0):
-        output, target = self._reconstruct(batch)
         split = TEST_SPLITS[dataloader_idx]
-        size = len(output)
-        self.log(f"test/spectral_{split}", self.spectral(output, target), batch_size=size, add_dataloader_idx=False)
-        self.log(f"test/wav_mse_{split}", self.wav_mse(output, target), batch_size=size, add_dataloader_idx=False)
+        metrics = self.evaluate(batch)
+        for name in ("spectral", "wav_mse"):
+            self.log(f"test/{name}_{split}", metrics[name], on_epoch=True, batch_size=self.batch_size(batch),
+                     add_dataloader_idx=False)
