@@ -9,7 +9,7 @@
 3. ``sing``: LSTM + decoder fine-tuned end to end with ``loss`` on whole sequences.
 
 ``init_from`` is the checkpoint of the previous stage (a warm start of the weights, not a resume): stage 2 needs
-the stage-1 encoder and decoder, stage 3 the stage-2 generator and the decoder. Batches come from
+the stage-1 encoder and decoder, stage 3 the stage-2 generator and decoder (and the encoder, kept frozen, so that its checkpoint is complete). Batches come from
 ``psmexp.data.nsynth`` (``wav (B, num_samples)``, ``velocity``, ``instrument``, ``pitch`` ``(B,)``); notes are
 zero-padded here by the model's ``lengths.pad`` and compared with the decoder output on ``model.target``.
 Metrics: ``train/loss``, ``val/loss`` (the stage's objective), ``val/spectral``, ``val/wav_mse``, and at test
@@ -27,8 +27,8 @@ from psmexp.losses.log_spectral import LogSpectralLoss, WaveformMSE
 from psmexp.tasks.base import Task
 
 STAGES = ("autoencoder", "lstm", "sing")
-TRAINED_PARTS = {"autoencoder": ("encoder", "decoder"), "lstm": ("generator",), "sing": ("generator", "decoder")}
-LOADED_PARTS = {"autoencoder": (), "lstm": ("encoder", "decoder"), "sing": ("generator", "decoder")}
+TRAINED_PARTS = {"autoencoder": ("encoder", "decoder"), "lstm": ("generator",), "sing": ("encoder", "generator", "decoder")}
+LOADED_PARTS = {"autoencoder": (), "lstm": ("encoder", "decoder"), "sing": ("encoder", "generator", "decoder")}
 TEST_SPLITS = ("train", "test")
 
 
