@@ -67,9 +67,11 @@ def allowed_types(fn, name: str, param: inspect.Parameter) -> tuple | None:
             allowed.append(member)
         elif typing.get_origin(member) is typing.Literal:
             allowed.extend(typing.get_args(member))
-        else:
-            return None  # a tensor, tuple, callable...: not checked here
-    return tuple(allowed)
+        elif typing.get_origin(member) is typing.Union or isinstance(member, types.UnionType):
+            allowed.extend(a for a in typing.get_args(member) if a in SIMPLE_TYPES or a is type(None))
+    # Members that are not simple (a tensor, a tuple, a callable) accept no scalar from YAML; a Union without any
+    # simple member is left unchecked.
+    return tuple(allowed) or None
 
 
 def value_matches(value, allowed: tuple) -> bool:

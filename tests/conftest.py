@@ -17,10 +17,10 @@ CONF_DIR = ROOT / "conf"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def compose_config(overrides: list[str], run_dir: Path):
-    """The config `psmexp-train <overrides>` would see, with its run dir set to `run_dir`."""
+def compose_config(overrides: list[str], run_dir: Path, hydra: bool = False):
+    """The config `psmexp-train <overrides>` would see, with its run dir set to `run_dir` (and the `hydra` node)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+        return compose("train", overrides=[*overrides, f"paths.output_dir={run_dir}"], return_hydra_config=hydra)
 
 
 def train(overrides: list[str], run_dir: Path):
@@ -33,7 +33,7 @@ def train(overrides: list[str], run_dir: Path):
 
 def cli(args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`python -m psmexp.train <args>` in a subprocess from the repository root."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HYDRA_FULL_ERROR": "1"}
     return subprocess.run([sys.executable, "-m", "psmexp.train", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout, **kwargs)
 

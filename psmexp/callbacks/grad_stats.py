@@ -1,7 +1,8 @@
 """Gradient statistics logged during training.
 
 - `grad/norm`: global L2 norm of all parameter gradients, sqrt(sum_i ||g_i||^2), every `every_n_steps` steps,
-  measured just before the optimizer step (after any gradient clipping Lightning applies).
+  measured just before the optimizer step (after any gradient clipping Lightning applies). Written straight to the
+  loggers, so the trainer's `log_every_n_steps` does not thin it out.
 - `optim/nonfinite_v_frac`: for optimizers keeping a second-moment estimate (`exp_avg_sq`, as torch's Adam/AdamW and
   psmexp's AdamFamily do), the fraction of its entries that are inf or NaN after the step. The gradient-clipping
   paper (section II.D) attributes Adam's failure on PNP to exactly this overflow, so it is measured, never hidden.
@@ -35,16 +36,18 @@ class GradStats(pl.Callback):
             raise ValueError(f"callbacks.grad_stats.every_n_steps={every_n_steps}: must be >= 1")
         self.every_n_steps = every_n_steps
 
-    def _due(self, trainer) -> bool:
-        return trainer.global_step % self.every_n_steps == 0
+    def _log(self, trainer, metrics: dict) -> None:
+        # Straight to the loggers: every `every_n_steps` steps, independent of the trainer's log_every_n_steps.
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        if self._due(trainer):
-            pl_module.log("grad/norm", global_grad_norm(pl_module.parameters()), on_step=True, on_epoch=False)
+        if trainer.global_step % self.every_n_steps == 0:
+            self._log(trainer, {"grad/norm": float(global_grad_norm(pl_module.parameters()))})
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self._due(trainer):
+        if (trainer.global_step - 1) % self.every_n_steps == 0:
             for optimizer in trainer.optimizers:
                 fraction = nonfinite_second_moment_fraction(optimizer)
                 if fraction is not None:
-                    pl_module.log("optim/nonfinite_v_frac", fraction, on_step=True, on_epoch=False)
+                    self._log(trainer, {"optim/nonfinite_v_frac": fraction})

@@ -1,0 +1,45 @@
+import json
+
+from omegaconf import OmegaConf
+
+from psmexp.report import join_paper, mean_std, paper_rows, render, report
+
+
+def fake_run(root, name, optim, model, seed, metrics, status="completed"):
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "report": {"paper_table": "gcwd_table1", "by": ["optim", "model"],
+                                       "metrics": ["test/ploss"]}}
+    OmegaConf.save(OmegaConf.create(config), run / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": {"optim": optim, "model": model}}}}),
+                   run / ".hydra" / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create([f"optim={optim}", f"model={model}", f"seed={seed}"]),
+                   run / ".hydra" / "overrides.yaml")
+    (run / "status.json").write_text(json.dumps({"status": status}))
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    lines = [json.dumps({"step": s, "val/loss": metrics["test/ploss"] + 1.0 / (s + 1)}) for s in range(5)]
+    (run / "history.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_mean_std_and_non_finite():
+    assert mean_std([1.0, 3.0]) == "2 ± 1.4"
+    assert mean_std([1.0, float("nan")]) == "1/2 non-finite"
+
+
+def test_report_groups_seeds_joins_the_paper_table_and_plots(tmp_path):
+    for seed, value in enumerate([0.02, 0.04]):
+        fake_run(tmp_path, f"g{seed}", "gcwd", "efficientnet_b0", seed, {"test/ploss": value})
+    fake_run(tmp_path, "a0", "adam", "efficientnet_b0", 0, {"test/ploss": 0.3})
+    text = report(tmp_path, plot=["val/loss"])
+    assert "| optim | model | runs | test/ploss | paper:ploss_mean |" in text
+    assert "| gcwd | efficientnet_b0 | 2 | 0.03 ± 0.014 | 0.021 |" in text
+    assert "| adam | efficientnet_b0 | 1 | 0.3 | 0.36 |" in text
+    assert (tmp_path / "val_loss.png").stat().st_size > 1000
+
+
+def test_formats_and_paper_table_fallback():
+    rows = [{"optim": "adam", "test/loss": "1 ± 0.1"}]
+    assert render(rows, "csv").splitlines() == ["optim,test/loss", "adam,1 ± 0.1"]
+    assert r"1 $\pm$ 0.1" in render(rows, "latex")
+    paper = paper_rows("sing_table21")
+    assert join_paper(rows, paper, ["optim"]) is None  # the paper table has no `optim` column: shown separately
