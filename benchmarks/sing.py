@@ -25,7 +25,7 @@ from psmexp.tasks.synthesis import SynthesisTask
 
 SIZES = {
     "paper": dict(channels=4096, hidden_size=1024, num_layers=3, dimension=128, num_samples=64000),
-    "mini": dict(channels=256, hidden_size=128, num_layers=2, dimension=32, num_samples=16384),
+    "mini": dict(channels=256, hidden_size=128, num_layers=3, dimension=32, num_samples=8192),  # sing_table21_mini
 }
 
 

@@ -15,12 +15,12 @@ overrides. Epochs per stage come from the preset's ``sing_stages`` (times ``--ep
     lstm_spec / sing_spec        (from ae_spec)  -> row "sing, spectral"
     lstm_notime / sing_notime    (from ae_spec, model.time_dim=0) -> row "sing_no_time_embedding, spectral"
 
-The table (``<out>/table21.md`` and ``.csv``) puts the final test metrics beside the thesis' numbers.
+Then ``psmexp-report <out>`` (layout ``psmexp.tasks.synthesis_report.table21``) puts the final test metrics
+beside the thesis' numbers, printed and written to ``<out>/table21.md``.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -31,9 +31,9 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from psmexp.report import report
+
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_TABLE = ROOT / "psmexp" / "paper_tables" / "sing_table21.csv"
-METRICS = ("spectral_train", "spectral_test", "wav_mse_train", "wav_mse_test")
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
@@ -56,9 +56,6 @@ STAGES = (
     Stage("lstm_notime", "lstm", "log_spectral", "ae_spec", time_dim=0),
     Stage("sing_notime", "sing", "log_spectral", "lstm_notime", time_dim=0),
 )
-ROWS = (("autoencoder", "waveform", "ae_wav"), ("sing", "waveform", "sing_wav"),
-        ("autoencoder", "spectral", "ae_spec"), ("sing", "spectral", "sing_spec"),
-        ("sing_no_time_embedding", "spectral", "sing_notime"))
 
 
 def stage_epochs(overrides: list[str]) -> dict[str, int]:
@@ -92,36 +89,6 @@ def run_stage(stage: Stage, out: Path, overrides: list[str], epochs: int) -> Non
     print(f"[{stage.name}] done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def table(out: Path) -> list[dict]:
-    """Our final test metrics for the five rows, each beside the thesis' row."""
-    with open(PAPER_TABLE) as f:
-        paper = {(r["model"], r["training_loss"]): r for r in csv.DictReader(f)}
-    rows = []
-    for model, loss, run in ROWS:
-        ours = json.loads((out / run / "metrics.json").read_text())
-        row = {"model": model, "training_loss": loss}
-        for metric in METRICS:
-            row[metric] = ours[f"test/{metric}"]
-            row[f"paper_{metric}"] = paper[(model, loss)][metric] or "N/A"
-        rows.append(row)
-    return rows
-
-
-def write_table(rows: list[dict], out: Path) -> str:
-    with open(out / "table21.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| model | training loss | spectral train | spectral test | wav MSE train | wav MSE test |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        cells = [f"{r[m]:.4f} ({r['paper_' + m]})" for m in METRICS]
-        lines.append(f"| {r['model']} | {r['training_loss']} | " + " | ".join(cells) + " |")
-    text = "ours (thesis Table 2.1)\n\n" + "\n".join(lines) + "\n"
-    (out / "table21.md").write_text(text)
-    return text
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="+", help="Hydra overrides, at least paper=sing_table21[_mini]")
@@ -134,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     for stage in STAGES:
         run_stage(stage, out, args.overrides, epochs[stage.stage])
-    print(write_table(table(out), out))
-    print(f"total {time.perf_counter() - start:.0f} s; table in {out / 'table21.md'}")
+    text = report(out)
+    (out / "table21.md").write_text(text)
+    print(text)
+    print(f"total {time.perf_counter() - start:.0f} s; table in {out / 'table21.md'} (psmexp-report {out})")
 
 
 if __name__ == "__main__":
