@@ -29,17 +29,21 @@ SIZES = {
 }
 
 
-def generation_speed(size: str, batch: int, repeats: int) -> float:
-    """Seconds of audio generated per second of compute."""
+def generation_speed(size: str, batch: int, repeats: int) -> tuple[float, float]:
+    """Seconds of audio generated per second of wall time and per second of this process' CPU time.
+
+    On a shared machine the CPU-time figure (with --threads 1) is the one that estimates a quiet core."""
     model = Sing(num_instruments=1006, **SIZES[size]).eval()
     symbols = [torch.zeros(batch, dtype=torch.long), torch.arange(batch) % 1006, torch.full((batch,), 60)]
     model.note(*symbols)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         model.note(*symbols)
-        times.append(time.perf_counter() - start)
-    return batch * model.lengths.num_samples / 16000 / statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    audio = batch * model.lengths.num_samples / 16000
+    return audio / statistics.median(wall), audio / statistics.median(cpu)
 
 
 class RandomNotes(Dataset):
@@ -102,14 +106,17 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["paper", "mini"], choices=sorted(SIZES))
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8, help="training steps timed (0: skip)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), batch {args.batch}")
     for size in args.sizes:
-        speed = generation_speed(size, args.batch, args.repeats)
-        print(f"generation [{size}]: {speed:.1f} s of audio per s (thesis: 512 on a P100, 11.75 on CPU)")
+        wall, cpu = generation_speed(size, args.batch, args.repeats)
+        print(f"generation [{size}]: {wall:.1f} s of audio per wall s, {cpu:.1f} per CPU s "
+              "(thesis: 512 on a P100, 11.75 on CPU)")
+    if args.steps == 0:
+        return
     lightning, plain = training_step_times(args.steps, args.batch)
     print(f"training step [mini, autoencoder, spectral loss, batch {args.batch}]: Lightning {lightning * 1e3:.1f} ms,"
           f" plain loop {plain * 1e3:.1f} ms, ratio {lightning / plain:.3f}")
