@@ -1,4 +1,7 @@
 """Table 2.1 layout of psmexp-report, and the stage driver end to end (slow)."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,16 +32,14 @@ def test_table_averages_seeds_and_shows_the_thesis_value():
 
 
 @pytest.mark.slow
-def test_driver_runs_the_whole_table(tmp_path, monkeypatch):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("sing_table21", Path(__file__).parents[2] / "scripts" /
-                                                  "sing_table21.py")
-    driver = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(driver)
-    monkeypatch.setenv("PSMEXP_DATA", str(tmp_path / "data"))
-    driver.main(["paper=sing_table21_mini", "debug=fast", "model.channels=8", "model.hidden_size=8",
-                 "model.dimension=4", "data.num_instruments=2", "data.pitches_per_instrument=10",
-                 "data.num_samples=2048", "data.eval_train_size=4", "--epochs-scale", "0.01",
-                 "--out", str(tmp_path / "out")])
+def test_driver_runs_the_whole_table(tmp_path):
+    root = Path(__file__).parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "PSMEXP_DATA": str(tmp_path / "data")}
+    args = ["paper=sing_table21_mini", "debug=fast", "model.channels=8", "model.hidden_size=8", "model.dimension=4",
+            "data.num_instruments=2", "data.pitches_per_instrument=10", "data.num_samples=2048",
+            "data.eval_train_size=4", "--epochs-scale", "0.01", "--out", str(tmp_path / "out")]
+    done = subprocess.run([sys.executable, str(root / "scripts" / "sing_table21.py"), *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
     text = (tmp_path / "out" / "table21.md").read_text()
     assert text.count("| 1 |") == 5 and "sing_no_time_embedding" in text
