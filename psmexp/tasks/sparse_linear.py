@@ -18,8 +18,8 @@ every per-sample gradient (``task.l2``), never the optimizer's weight decay.
 Logged: ``train/loss`` (batch mean before the step), ``train/objective`` F(w) on the training split and, with
 ``reference_optimum``, ``train/gap`` = F(w) - F* (F* by L-BFGS) at each epoch end; ``time/train_s`` (seconds spent
 in training steps, evaluation excluded) and ``samples`` (processed) at each validation; ``val|test/error`` (sign
-error rate) and ``val|test/loss`` (mean loss, no penalty). ``threads`` (default 1) sets torch's intra-op threads
-at fit start: on a loaded 2-core machine two threads made each small sparse step ten times slower.
+error rate) and ``val|test/loss`` (mean loss, no penalty). The task's config sets the run's ``threads: 1``: the
+per-step sparse ops are tiny, and on a loaded 2-core machine two intra-op threads made each step ten times slower.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ ALGORITHMS = ("sgd", "svrg", *PARALLEL_MODES)
 class SparseLinearTask(Task):
     def __init__(self, model, loss, optimizer, scheduler=None, aggregation: str = "adabatch", algorithm: str = "sgd",
                  l2: float = 0.0, workers: int = 1, parallel_batch_size: int = 10, reference_optimum: bool = False,
-                 threads: int | None = 1, on_nonfinite: str = "raise"):
+                 on_nonfinite: str = "raise"):
         super().__init__(model, loss, optimizer, scheduler, on_nonfinite)
         if algorithm not in ALGORITHMS:
             raise ValueError(f"task.algorithm={algorithm!r}: allowed values are {', '.join(ALGORITHMS)}")
@@ -49,7 +49,6 @@ class SparseLinearTask(Task):
         self.rule = aggregation_rule(aggregation)
         self.algorithm, self.l2, self.workers = algorithm, l2, workers
         self.parallel_batch_size, self.reference_optimum = parallel_batch_size, reference_optimum
-        self.threads = threads
         self.automatic_optimization = False
         self.train_seconds, self.samples, self.optimum = 0.0, 0, None
 
@@ -58,8 +57,6 @@ class SparseLinearTask(Task):
         return self.model.weight
 
     def on_fit_start(self) -> None:
-        if self.threads:  # the per-step sparse ops are tiny: intra-op threads only add synchronisation (x10 here)
-            torch.set_num_threads(self.threads)
         datamodule = self.trainer.datamodule
         self.frequency = datamodule.frequency
         self.train_rows = datamodule.splits["train"].everything()
