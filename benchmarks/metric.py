@@ -4,12 +4,14 @@ torch.func.jacrev), and vs a forward pass.
 J is the Jacobian of nu -> Phi(g(theta(nu))) for the FTM drum (psmexp.perceptual.metric); Phi and g are composed from
 conf/precompute.yaml (`perceptual` and `synth` groups), so this times exactly what psmexp.precompute computes.
 
-    PYTHONPATH=. python benchmarks/metric.py                          # JTFS if conf/perceptual/jtfs.yaml exists, else stft
-    PYTHONPATH=. python benchmarks/metric.py --perceptual stft --n-samples 65536 --rev-outputs 256
+    PYTHONPATH=. python benchmarks/metric.py             # JTFS if conf/perceptual/jtfs.yaml exists, else stft
+    PYTHONPATH=. python benchmarks/metric.py --perceptual stft --batch 4 --repeats 3 --rev-outputs 64   # table in docs
+    PYTHONPATH=. python benchmarks/metric.py --perceptual jtfs --n-samples 8192 perceptual.J=8   # + config overrides
 
-Prints, per batch of --batch sounds (median of --repeats runs): forward time, forward-mode Jacobian time, reverse-mode
-Jacobian time and the ratios reverse/forward-mode and Jacobian/forward. Reverse mode is timed on --rev-outputs output
-coefficients (all of them if 0) and scaled linearly to the full output size K (each output is one VJP).
+Prints, per batch of --batch sounds (median of --repeats runs): forward time, forward-mode Jacobian time (JVPs vmapped
+and looped), reverse-mode Jacobian time, and the ratios reverse/forward mode and Jacobian/forward. Reverse mode is
+timed on --rev-outputs output coefficients (all of them if 0) and scaled linearly to the full output size K (each
+output is one VJP).
 """
 from __future__ import annotations
 
@@ -52,17 +54,19 @@ def main(argv=None) -> None:
     default = "jtfs" if (CONF_DIR / "perceptual" / "jtfs.yaml").is_file() else "stft"
     parser.add_argument("--perceptual", default=default, help=f"conf/perceptual/<name>.yaml (default {default})")
     parser.add_argument("--n-samples", type=int, default=2**13, help="sound length (reference 65536)")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rev-outputs", type=int, default=64, help="outputs timed in reverse mode (0 = all)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--rev-outputs", type=int, default=8, help="outputs timed in reverse mode (0 = all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("overrides", nargs="*", help="more config overrides, e.g. perceptual.J=8")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("precompute", overrides=[f"perceptual={args.perceptual}", f"synth.n_samples={args.n_samples}"])
+        cfg = compose("precompute", overrides=[f"perceptual={args.perceptual}", f"synth.n_samples={args.n_samples}",
+                                               *args.overrides])
     fn = sound_representation(instantiate(cfg.synth), instantiate(cfg.perceptual), ParamScaler())
     nu = (torch.rand(args.batch, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1).to(dtype)
 
@@ -72,19 +76,21 @@ def main(argv=None) -> None:
     with torch.no_grad():
         t_forward = median_time(lambda: fn(nu), args.repeats)
     t_fwd_jac = median_time(lambda: jacobian_fwd(fn, nu), args.repeats)
+    t_fwd_loop = median_time(lambda: jacobian_fwd(fn, nu, vectorize=False), args.repeats)
     t_rev_part = median_time(lambda: reverse_jacobian_rows(fn, nu, rows), args.repeats)
     t_rev_jac = t_rev_part * n_out / n_rev
     jac_fwd = jacobian_fwd(fn, nu)[:, rows]
     check = ((jac_fwd - reverse_jacobian_rows(fn, nu, rows)).abs().max() / jac_fwd.abs().max()).item()
 
-    print(f"Phi={args.perceptual} ({cfg.perceptual._target_}), n_samples={args.n_samples}, batch={args.batch}, "
+    print(f"Phi={args.perceptual} ({' '.join([cfg.perceptual._target_, *args.overrides])}), n_samples={args.n_samples}, batch={args.batch}, "
           f"dtype={args.dtype}, threads={args.threads}, K={n_out} outputs per sound")
     print(f"forward pass                 {t_forward:9.3f} s")
     print(f"Jacobian, forward mode       {t_fwd_jac:9.3f} s   (5 JVPs, vmapped)")
+    print(f"Jacobian, forward mode       {t_fwd_loop:9.3f} s   (5 JVPs, one after another)")
     print(f"Jacobian, reverse mode       {t_rev_jac:9.3f} s   ({n_rev} of {n_out} VJPs timed: {t_rev_part:.3f} s, "
           f"scaled by {n_out / n_rev:.1f})")
     print(f"ratio reverse / forward mode {t_rev_jac / t_fwd_jac:9.1f}")
-    print(f"ratio Jacobian / forward     {t_fwd_jac / t_forward:9.2f}")
+    print(f"ratio Jacobian / forward     {t_fwd_jac / t_forward:9.2f}   (looped JVPs: {t_fwd_loop / t_forward:.2f})")
     print(f"max |J_fwd - J_rev| / max |J| on the timed rows: {check:.1e}")
 
 

@@ -28,3 +28,14 @@ def test_bad_variant_and_input_are_named():
         EfficientNet("b9")
     with pytest.raises(ValueError, match=r"\(B, 1, F, T\)"):
         EfficientNet("b0")(torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize("variant", ["b0", "b4", "b7"])
+def test_configs_name_their_variant(variant):
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF_DIR
+
+    node = OmegaConf.load(CONF_DIR / "model" / f"efficientnet_{variant}.yaml")
+    assert node._target_ == "psmexp.models.efficientnet.EfficientNet"
+    assert (node.variant, node.in_channels, node.num_outputs) == (variant, 1, 5)

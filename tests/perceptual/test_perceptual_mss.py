@@ -41,3 +41,15 @@ def test_frame_count_and_bad_input():
         multiscale_spectral_distance(torch.zeros(1, 10), torch.zeros(1, 11))
     with pytest.raises(ValueError, match="reduction"):
         multiscale_spectral_distance(torch.zeros(1, 10), torch.zeros(1, 10), reduction="sum")
+
+
+def test_loss_config_instantiates_the_ddsp_setting():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONF_DIR
+
+    # conf/loss/mss.yaml is the sound-matching loss SoundDistanceLoss(distance=<this DDSP setting>)
+    loss = instantiate(OmegaConf.load(CONF_DIR / "loss" / "mss.yaml")).distance
+    x, y = torch.randn(2, 3000), torch.randn(2, 3000)
+    torch.testing.assert_close(loss(x, y), multiscale_spectral_distance(x, y))
