@@ -65,13 +65,15 @@ class SoundMatching(Task):
     def compute_loss(self, batch):
         return self.loss(self.match(batch, self.damping))
 
-    def evaluate(self, batch) -> dict[str, torch.Tensor]:
-        match = self.match(batch, 0.0)
+    def parameter_metrics(self, match: Match) -> dict[str, torch.Tensor]:
         return {"loss": self.loss(match), "ploss": parameter_mse(match.nu_hat, match.nu)}
+
+    def evaluate(self, batch) -> dict[str, torch.Tensor]:
+        return self.parameter_metrics(self.match(batch, 0.0))
 
     def sound_metrics(self, batch) -> dict[str, torch.Tensor]:
         match = self.match(batch, 0.0)
-        metrics = {"loss": self.loss(match), "ploss": parameter_mse(match.nu_hat, match.nu)}
+        metrics = self.parameter_metrics(match)
         sound_hat = self.render(match.nu_hat)
         metrics["mss"] = multiscale_spectral_distance(sound_hat, match.sound)
         if self.perceptual is not None:
