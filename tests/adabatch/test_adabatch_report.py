@@ -6,7 +6,7 @@ from hydra.utils import get_method
 from omegaconf import OmegaConf
 
 from psmexp.report import report
-from tests.conftest import CONF_DIR
+from conftest import CONF_DIR
 
 
 def fake_run(root, name, layout, choices, config, metrics, history=(), status="completed", **options):

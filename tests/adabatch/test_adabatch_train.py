@@ -5,7 +5,7 @@ import pytest
 
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, compose_config, train
+from conftest import CONF_DIR, compose_config, train
 
 TINY = ["task=sparse_linear", "logger=none", "data.num_samples=400", "data.num_features=500", "data.active=10"]
 

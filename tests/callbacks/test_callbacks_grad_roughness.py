@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from psmexp.callbacks.grad_roughness import GradRoughness, roughness
 from psmexp.history import read_history
-from tests.conftest import train
+from conftest import train
 
 DIM = 6
 

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from psmexp.optim.hyper import HyperStack
 from psmexp.report import report
 from psmexp.reports.hyper_clipping import clipping_table, collect, read_paper_table
-from tests.conftest import CONF_DIR, cli, compose_config, train
+from conftest import CONF_DIR, cli, compose_config, train
 
 PRESETS = {1: ("sgd", "mlp", "mnist", 30), 2: ("adam", "mlp", "mnist", 5), 3: ("adagrad", "mlp", "mnist", 30),
            4: ("rmsprop", "mlp", "mnist", 5), 5: ("adam", "cnn", "cifar10", 5)}

@@ -34,7 +34,7 @@ def test_bad_variant_and_input_are_named():
 def test_configs_name_their_variant(variant):
     from omegaconf import OmegaConf
 
-    from tests.conftest import CONF_DIR
+    from conftest import CONF_DIR
 
     node = OmegaConf.load(CONF_DIR / "model" / f"efficientnet_{variant}.yaml")
     assert node._target_ == "psmexp.models.efficientnet.EfficientNet"

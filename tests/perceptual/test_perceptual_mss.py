@@ -47,7 +47,7 @@ def test_loss_config_instantiates_the_ddsp_setting():
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from tests.conftest import CONF_DIR
+    from conftest import CONF_DIR
 
     # conf/loss/mss.yaml is the sound-matching loss SoundDistanceLoss(distance=<this DDSP setting>)
     loss = instantiate(OmegaConf.load(CONF_DIR / "loss" / "mss.yaml")).distance

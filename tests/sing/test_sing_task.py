@@ -11,7 +11,7 @@ from psmexp.generate import main as generate_main
 from psmexp.losses.log_spectral import LogSpectralLoss
 from psmexp.models.sing import Sing
 from psmexp.tasks.synthesis import SynthesisTask
-from tests.conftest import compose_config, train
+from conftest import compose_config, train
 
 TINY = ["task=synthesis", "debug=fast", "model.channels=8", "model.hidden_size=8", "model.num_layers=2",
         "model.dimension=4", "data.num_instruments=2", "data.pitches_per_instrument=10", "data.num_samples=2048",
