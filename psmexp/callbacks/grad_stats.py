@@ -21,13 +21,11 @@ def global_grad_norm(parameters) -> torch.Tensor:
 
 
 def nonfinite_second_moment_fraction(optimizer: torch.optim.Optimizer) -> float | None:
-    total = bad = 0
-    for state in optimizer.state.values():
-        v = state.get("exp_avg_sq")
-        if v is not None:
-            total += v.numel()
-            bad += int((~torch.isfinite(v)).sum())
-    return bad / total if total else None
+    moments = [state["exp_avg_sq"] for state in optimizer.state.values() if "exp_avg_sq" in state]
+    if not moments:
+        return None
+    bad = torch.stack([(~torch.isfinite(v)).sum() for v in moments]).sum()  # one synchronisation
+    return float(bad) / sum(v.numel() for v in moments)
 
 
 class GradStats(pl.Callback):
@@ -35,21 +33,22 @@ class GradStats(pl.Callback):
         if every_n_steps < 1:
             raise ValueError(f"callbacks.grad_stats.every_n_steps={every_n_steps}: must be >= 1")
         self.every_n_steps = every_n_steps
-
-    def _log(self, trainer, metrics: dict) -> None:
-        # Straight to the loggers: every `every_n_steps` steps, independent of the trainer's log_every_n_steps;
-        # the latest values also stand in the trainer's callback metrics (hence in the run's metrics.json).
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        self.pending: dict | None = None
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if trainer.global_step % self.every_n_steps == 0:
-            self._log(trainer, {"grad/norm": float(global_grad_norm(pl_module.parameters()))})
+            self.pending = {"grad/norm": float(global_grad_norm(pl_module.parameters()))}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if (trainer.global_step - 1) % self.every_n_steps == 0:
-            for optimizer in trainer.optimizers:
-                fraction = nonfinite_second_moment_fraction(optimizer)
-                if fraction is not None:
-                    self._log(trainer, {"optim/nonfinite_v_frac": fraction})
+        metrics, self.pending = self.pending, None
+        if not metrics:  # not a logging step, or no optimizer step was taken
+            return
+        for optimizer in trainer.optimizers:
+            fraction = nonfinite_second_moment_fraction(optimizer)
+            if fraction is not None:
+                metrics["optim/nonfinite_v_frac"] = fraction
+        # Straight to the loggers (one row per step), independent of the trainer's log_every_n_steps; the latest
+        # values also stand in the trainer's callback metrics, hence in the run's metrics.json.
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step - 1)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
