@@ -26,10 +26,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
+from psmexp.data.in_memory import InMemoryDataModule
 from psmexp.synth.ftm import LOG_SCALED, PARAM_BOX, PARAM_NAMES, ParamScaler
 
 SPLITS = ("train", "val", "test")
@@ -127,7 +126,7 @@ class ParamDataset(torch.utils.data.Dataset):
         return {key: value[index] for key, value in self.tensors.items()}
 
 
-class FTMDrumsDataModule(pl.LightningDataModule):
+class FTMDrumsDataModule(InMemoryDataModule):
     """Batches of FTM drum parameters {"theta", "nu"[, "M"]} from the stratified grid in data_dir.
 
     total_size, test_size, bins, interior_bins, grid_seed: generator settings (the data set itself; fixed across
@@ -141,20 +140,18 @@ class FTMDrumsDataModule(pl.LightningDataModule):
                  interior_bins: int = 6, grid_seed: int = 0, num_train: int | None = None,
                  num_val: int | None = None, num_test: int | None = None, batch_size: int = 256, seed: int = 0,
                  generate_if_missing: bool = True, metric_dir=None, num_params: int = 5):
-        super().__init__()
+        super().__init__(batch_size, seed)
         if num_params != len(PARAM_NAMES):
             raise ValueError(f"data.num_params={num_params}: the FTM drum has {len(PARAM_NAMES)} {PARAM_NAMES}")
         self.data_dir = Path(data_dir)
         self.settings = dict(total_size=total_size, test_size=test_size, bins=bins, interior_bins=interior_bins,
                              grid_seed=grid_seed)
         self.limits = {"train": num_train, "val": num_val, "test": num_test}
-        self.batch_size, self.seed = batch_size, seed
         self.generate_if_missing = generate_if_missing
         self.metric_dir = None if metric_dir is None else Path(metric_dir)
         self.num_params = num_params
         self.theta: dict[str, np.ndarray] = {}
         self.scaler: ParamScaler | None = None
-        self.splits: dict[str, ParamDataset] = {}
 
     def prepare_data(self) -> None:
         """Generate the grid into data_dir if it is absent and generate_if_missing is set."""
@@ -191,21 +188,6 @@ class FTMDrumsDataModule(pl.LightningDataModule):
             if split in metric:
                 tensors["M"] = torch.from_numpy(metric[split][:limit]).float()
             self.splits[split] = ParamDataset(**tensors)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.splits[split]
-        order = (RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed)) if shuffle
-                 else SequentialSampler(dataset))
-        return DataLoader(dataset, sampler=BatchSampler(order, self.batch_size, drop_last=False), batch_size=None)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)
 
 
 def read_metric(metric_dir, theta: dict[str, np.ndarray], scaler: ParamScaler) -> dict[str, np.ndarray]:
