@@ -43,6 +43,11 @@ def build(cfg: DictConfig, run_dir: Path):
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task, model=instantiate(cfg.model), loss=instantiate(cfg.loss),
                        optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched))
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg[group] or {}).items():
+            if node is not None and "_target_" not in node:
+                raise ConfigError(f"{group}.{name} has no _target_: it sets keys of a {group} entry that no selected "
+                                  f"option defines (select it, e.g. {group}=[default,{name}], or drop the keys)")
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     loggers = [HistoryLogger(run_dir)] + [instantiate(node) for node in (cfg.logger or {}).values() if node]
     # Checkpointing is what the callbacks group says: without a ModelCheckpoint node, no checkpoint is written.

@@ -102,3 +102,8 @@ def test_resume_after_kill_continues_epochs_and_metrics(tmp_path):
     epoch_at = dict(history["epoch"])
     val_steps = [s for s, _ in history["val/loss"]]
     assert [int(epoch_at[s]) for s in val_steps] == [0, 1, 2, 3]  # epochs 0-1 before the kill, 2-3 after
+
+
+def test_keys_of_an_unselected_callback_are_a_clear_error(run_dir):
+    with pytest.raises(ConfigError, match=r"callbacks.lm_damping has no _target_"):
+        train(["+callbacks.lm_damping.factor=0.5"], run_dir)
