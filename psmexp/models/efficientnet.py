@@ -6,7 +6,7 @@ What it is
     weights"). torchvision's architecture, randomly initialised (weights=None), with a 1-channel stem
     (the input is the log-CQT of `psmexp.perceptual.cqt.CQT`, computed by the task, not here) and a
     linear head with `num_outputs` outputs squashed by tanh to [-1, 1] (the synthesis parameters are
-    normalised to that range). Parameter counts with 1 channel and 5 outputs: b0 4,013,377,
+    normalised to that range), initialised by fan-in so that the tanh starts unsaturated. Parameter counts with 1 channel and 5 outputs: b0 4,013,377,
     b4 17,556,717, b7 63,798,613.
 
 Shapes: (B, in_channels, F, T) -> (B, num_outputs).
@@ -35,6 +35,12 @@ class EfficientNet(nn.Module):
         net.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, kernel_size=stem.kernel_size,
                                        stride=stem.stride, padding=stem.padding, bias=False)
         nn.init.kaiming_normal_(net.features[0][0].weight, mode="fan_out")   # torchvision's conv init
+        # torchvision draws the classifier from U(+-1/sqrt(out_features)), meant for 1000 classes: with 5 outputs
+        # that is U(+-0.45) over 1280 features, pre-tanh outputs of std ~4, and a tanh saturated (vanishing
+        # gradients) from the first step. Fan-in scaling starts the head in tanh's linear regime.
+        head = net.classifier[-1]
+        nn.init.uniform_(head.weight, -head.in_features ** -0.5, head.in_features ** -0.5)
+        nn.init.zeros_(head.bias)
         self.net = net
         self.in_channels = in_channels
 

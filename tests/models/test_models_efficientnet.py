@@ -39,3 +39,10 @@ def test_configs_name_their_variant(variant):
     node = OmegaConf.load(CONF_DIR / "model" / f"efficientnet_{variant}.yaml")
     assert node._target_ == "psmexp.models.efficientnet.EfficientNet"
     assert (node.variant, node.in_channels, node.num_outputs) == (variant, 1, 5)
+
+
+def test_head_starts_in_the_linear_regime_of_tanh():
+    torch.manual_seed(0)
+    model = EfficientNet("b0")
+    pre_tanh = model.net(torch.rand(16, 1, 120, 9) * 8)
+    assert pre_tanh.std() < 0.5 and (pre_tanh.abs() > 2).float().mean() == 0
