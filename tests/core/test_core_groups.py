@@ -57,3 +57,11 @@ def test_slurm_launcher_is_submitit_with_requeue_and_no_lightning_requeue(run_di
     assert launcher.max_num_timeout > 0 and launcher.array_parallelism > 0
     assert cfg.trainer.plugins[0].auto_requeue is False
     validate(cfg)
+
+
+@pytest.mark.parametrize("name", options("paper"))
+def test_every_paper_preset_composes_and_passes_the_checks(run_dir, name):
+    cfg = compose_config([f"paper={name}"], run_dir, hydra=True)
+    validate(cfg)
+    # A preset is a sweep, except the chained-stage tables run by a driver script (SING's three stages).
+    assert (cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params) or "sing_stages" in cfg
