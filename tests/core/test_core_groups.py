@@ -64,4 +64,5 @@ def test_every_paper_preset_composes_and_passes_the_checks(run_dir, name):
     cfg = compose_config([f"paper={name}"], run_dir, hydra=True)
     validate(cfg)
     # A preset is a sweep, except the chained-stage tables run by a driver script (SING's three stages).
-    assert (cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params) or "sing_stages" in cfg
+    assert (cfg.hydra.mode is not None and cfg.hydra.mode.name == "MULTIRUN" and cfg.hydra.sweeper.params) \
+        or "sing_stages" in cfg
