@@ -1,6 +1,6 @@
 """Run SING's Table 2.1 (thesis ch. 2): the three chained training stages of every row, then the table.
 
-    python scripts/sing_table21.py paper=sing_table21_mini                 # CPU, synthetic bank, ~30 min (estimate)
+    python scripts/sing_table21.py paper=sing_table21_mini                 # CPU, synthetic bank, ~14 min measured
     python scripts/sing_table21.py paper=sing_table21                      # NSynth, thesis sizes (GPU)
     python scripts/sing_table21.py paper=sing_table21_mini --out outputs/t21 --epochs-scale 0.25 seed=1
 
