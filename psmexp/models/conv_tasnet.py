@@ -5,7 +5,8 @@ Shapes: mixture (B, C0, T) -> sources (B, S, C0, T).
 - Encoder: w = ReLU(Conv1d(C0, N, L, stride L/2, no bias))           (B, N, F),  F = (T' - L) / (L/2) + 1
 - Separator: gLN(w) -> 1x1 conv N -> B, then R repeats of X blocks; block x (dilation d = 2^x):
       y = gLN(PReLU(1x1 conv B -> H)(input)) -> gLN(PReLU(depthwise conv H, kernel P, dilation d, 'same')))
-      residual: input + 1x1 conv H -> B (y);   skip: 1x1 conv H -> B (y)
+      residual: input + 1x1 conv H -> B (y) (not in the last block, whose residual output nobody reads);
+      skip: 1x1 conv H -> B (y)
   mask = ReLU(1x1 conv B -> S N (PReLU(sum of skips)))               (B, S, N, F)
 - Decoder: ConvTranspose1d(N, C0, L, stride L/2, no bias) of mask * w, per source.
 gLN (global layer norm) normalises over channels and time jointly, with a per-channel gain and bias.
@@ -28,21 +29,23 @@ class GlobalLayerNorm(nn.GroupNorm):
 
 
 class TemporalBlock(nn.Module):
-    """One 1-D conv block; returns (residual output, skip output), both (B, bottleneck, F)."""
+    """One 1-D conv block; returns (residual output, skip output), both (B, bottleneck, F). The last block of the
+    separator has `residual=False` and returns (None, skip): a residual convolution there would be dead compute and
+    parameters without gradient (which DistributedDataParallel rejects)."""
 
-    def __init__(self, bottleneck: int, hidden: int, kernel_size: int, dilation: int):
+    def __init__(self, bottleneck: int, hidden: int, kernel_size: int, dilation: int, residual: bool = True):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv1d(bottleneck, hidden, 1), nn.PReLU(), GlobalLayerNorm(hidden),
             nn.Conv1d(hidden, hidden, kernel_size, dilation=dilation, padding=(kernel_size - 1) * dilation // 2,
                       groups=hidden),
             nn.PReLU(), GlobalLayerNorm(hidden))
-        self.residual = nn.Conv1d(hidden, bottleneck, 1)
+        self.residual = nn.Conv1d(hidden, bottleneck, 1) if residual else None
         self.skip = nn.Conv1d(hidden, bottleneck, 1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         y = self.body(x)
-        return x + self.residual(y), self.skip(y)
+        return (x + self.residual(y) if self.residual is not None else None), self.skip(y)
 
 
 class ConvTasNet(nn.Module):
@@ -66,7 +69,8 @@ class ConvTasNet(nn.Module):
         self.chunk_length = None if chunk_seconds is None else int(chunk_seconds * samplerate)
         self.encoder = nn.Conv1d(audio_channels, N, L, stride=L // 2, bias=False)
         self.bottleneck = nn.Sequential(GlobalLayerNorm(N), nn.Conv1d(N, B, 1))
-        self.blocks = nn.ModuleList(TemporalBlock(B, H, P, 2 ** x) for _ in range(R) for x in range(X))
+        self.blocks = nn.ModuleList(TemporalBlock(B, H, P, 2 ** x, residual=(r, x) != (R - 1, X - 1))
+                                    for r in range(R) for x in range(X))
         self.mask = nn.Sequential(nn.PReLU(), nn.Conv1d(B, sources * N, 1), nn.ReLU())
         self.decoder = nn.ConvTranspose1d(N, audio_channels, L, stride=L // 2, bias=False)
         self.kernel_size = L
