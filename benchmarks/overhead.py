@@ -2,9 +2,10 @@
 
 The same MLP (64 -> 128 tanh -> 10), the same digits batches (batch 64), the same Adam, the same number of steps.
 Validation is switched off, so both sides do only training steps, and both are timed from the second epoch on
-(steady state, after one warm-up epoch); the plain loop iterates the very same DataLoader. Prints the time ratio psmexp / plain (goal <= 1.05) for the bare
-framework (no callbacks, no logger besides history.jsonl) and for the default configuration (checkpoints, LR monitor,
-gradient norm every step, TensorBoard).
+(steady state, after one warm-up epoch); the plain loop iterates the very same DataLoader. Prints the time ratio to the
+plain loop (goal <= 1.05) of: the bare framework (no callbacks, no logger besides history.jsonl), the default
+configuration (checkpoints, LR monitor, gradient norm every step, TensorBoard), and, as the floor any Lightning-based
+framework starts from, a minimal LightningModule (training_step returns the loss; no logger, callback or checkpoint).
 
     python benchmarks/overhead.py [--epochs 10] [--repeats 3] [--hidden 128] [--batch-size 64]
 
@@ -60,6 +61,34 @@ def time_psmexp(overrides, epochs, run_dir) -> tuple[float, int]:
     return timer.seconds, timer.steps
 
 
+class MinimalModule(pl.LightningModule):
+    """The least a Lightning user writes: forward, loss, return it; Lightning's automatic optimization does the rest."""
+
+    def __init__(self, model, optimizer_factory):
+        super().__init__()
+        self.model, self.optimizer_factory = model, optimizer_factory
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.model(x), y)
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.parameters())
+
+
+def time_lightning(epochs) -> tuple[float, int]:
+    cfg = config(SIZE)
+    pl.seed_everything(0)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    timer = SteadyStateTimer()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False, callbacks=[timer],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(MinimalModule(instantiate(cfg.model), instantiate(cfg.optim)), datamodule.train_dataloader())
+    return timer.seconds, timer.steps
+
+
 def time_plain(epochs) -> tuple[float, int]:
     cfg = config(SIZE)
     pl.seed_everything(0)
@@ -90,10 +119,13 @@ def main() -> None:
     SIZE.extend([f"model.hidden=[{args.hidden}]", f"data.batch_size={args.batch_size}"])
     torch.set_num_threads(1)
     variants = {"bare": ["callbacks=none", "logger=none"], "default": []}
-    times = {name: [] for name in ["plain", *variants]}
+    times = {name: [] for name in ["plain", "lightning", *variants]}
     for _ in range(args.repeats):  # interleaved, so machine noise hits every variant alike
         seconds, steps = time_plain(args.epochs)
         times["plain"].append(seconds / steps)
+        seconds, lightning_steps = time_lightning(args.epochs)
+        assert lightning_steps == steps, (lightning_steps, steps)
+        times["lightning"].append(seconds / steps)
         for name, overrides in variants.items():
             with tempfile.TemporaryDirectory() as run_dir:
                 seconds, psm_steps = time_psmexp(overrides, args.epochs, run_dir)
@@ -102,10 +134,10 @@ def main() -> None:
     plain = statistics.median(times["plain"])
     print(f"MLP hidden {args.hidden}, batch {args.batch_size}: {steps} timed steps per run; "
           f"median per-step time over {args.repeats} interleaved repeats")
-    print(f"plain PyTorch loop : {plain * 1e3:.3f} ms/step")
-    for name in variants:
+    print(f"plain PyTorch loop         : {plain * 1e3:.3f} ms/step")
+    for name, label in [("lightning", "minimal LightningModule"), *((v, f"psmexp ({v})") for v in variants)]:
         t = statistics.median(times[name])
-        print(f"psmexp ({name:7s}) : {t * 1e3:.3f} ms/step   ratio {t / plain:.3f}")
+        print(f"{label:27s}: {t * 1e3:.3f} ms/step   ratio {t / plain:.3f}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ def nonfinite_second_moment_fraction(optimizer: torch.optim.Optimizer) -> float 
     moments = [state["exp_avg_sq"] for state in optimizer.state.values() if "exp_avg_sq" in state]
     if not moments:
         return None
+    # Second moments are sums of squares, never negative, so all entries are finite iff every tensor's maximum is
+    # (inf and NaN both propagate to the max): one cheap check per step, the exact count only when it fails.
+    if bool(torch.isfinite(torch.stack(torch._foreach_max(moments))).all()):
+        return 0.0
     bad = torch.stack([(~torch.isfinite(v)).sum() for v in moments]).sum()  # one synchronisation
     return float(bad) / sum(v.numel() for v in moments)
 
