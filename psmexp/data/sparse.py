@@ -161,7 +161,8 @@ class SparseDataModule(pl.LightningDataModule):
         self.splits: dict[str, SparseRows] = {}
 
     def load(self) -> SparseRows:
-        raise NotImplementedError
+        """All rows of the data set, before the split: defined by each source (LibSVM file, synthetic generator)."""
+        raise NotImplementedError(f"{type(self).__name__} must define load(): it is a data source of its own")
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
