@@ -76,27 +76,28 @@ class MinimalModule(pl.LightningModule):
         return self.optimizer_factory(self.parameters())
 
 
-def time_lightning(epochs) -> tuple[float, int]:
+def seeded_parts():
+    """The same seeded model, optimizer partial and train DataLoader for the non-psmexp sides."""
     cfg = config(SIZE)
     pl.seed_everything(0)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
+    return instantiate(cfg.model), instantiate(cfg.optim), datamodule.train_dataloader()
+
+
+def time_lightning(epochs) -> tuple[float, int]:
+    model, optimizer_factory, loader = seeded_parts()
     timer = SteadyStateTimer()
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False, callbacks=[timer],
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, num_sanity_val_steps=0)
-    trainer.fit(MinimalModule(instantiate(cfg.model), instantiate(cfg.optim)), datamodule.train_dataloader())
+    trainer.fit(MinimalModule(model, optimizer_factory), loader)
     return timer.seconds, timer.steps
 
 
 def time_plain(epochs) -> tuple[float, int]:
-    cfg = config(SIZE)
-    pl.seed_everything(0)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("fit")
-    model, loss_fn = instantiate(cfg.model), torch.nn.CrossEntropyLoss()
-    optimizer = instantiate(cfg.optim)(model.parameters())
-    loader, steps = datamodule.train_dataloader(), 0
+    model, optimizer_factory, loader = seeded_parts()
+    loss_fn, optimizer, steps = torch.nn.CrossEntropyLoss(), optimizer_factory(model.parameters()), 0
     for epoch in range(epochs):
         if epoch == 1:  # the same warm-up epoch as psmexp's SteadyStateTimer
             start, steps = time.perf_counter(), 0
