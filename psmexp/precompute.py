@@ -124,8 +124,8 @@ def run(cfg: DictConfig) -> dict:
                 "synth": OmegaConf.to_container(cfg.synth, resolve=True),
                 "perceptual": OmegaConf.to_container(cfg.perceptual, resolve=True),
                 "dtype": cfg.dtype, "shard_size": cfg.shard_size}
-    manifest = check_manifest(out_dir, identity)
-    manifest["scaler"] = identity["scaler"]
+    check_manifest(out_dir, identity)
+    timing = {}
     budget = cfg.max_shards
     for split in cfg.splits:
         nu = datamodule.scaler.to_nu(torch.from_numpy(datamodule.theta[split])).numpy()
@@ -136,7 +136,7 @@ def run(cfg: DictConfig) -> dict:
             budget -= len(stats["computed"])
         rate = stats["samples"] / stats["seconds"] if stats["seconds"] else None
         if stats["samples"]:
-            manifest["timing"][split] = {"samples": stats["samples"], "seconds": round(stats["seconds"], 3),
+            timing[split] = {"samples": stats["samples"], "seconds": round(stats["seconds"], 3),
                                          "samples_per_s": round(rate, 3), "device": str(device)}
         metric = assemble(shard_dir, len(nu), cfg.shard_size)
         status = "incomplete (rerun to continue)" if metric is None else "complete"
@@ -147,6 +147,10 @@ def run(cfg: DictConfig) -> dict:
             _save_atomic(out_dir / f"M_{split}.npy", lambda f: np.save(f, metric))
             eig = metric_eigenvalues(torch.from_numpy(metric)).numpy()
             _save_atomic(out_dir / f"eig_{split}.npy", lambda f: np.save(f, eig))
+    # Read again just before writing: another process may have finished other splits of the same out_dir meanwhile.
+    manifest = check_manifest(out_dir, identity)
+    manifest["scaler"] = identity["scaler"]
+    manifest["timing"].update(timing)
     _save_atomic(out_dir / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
     return manifest
 

@@ -72,3 +72,22 @@ def test_other_settings_in_same_out_dir_are_refused(tmp_path):
         run(tiny_cfg(tmp_path, "metric", "dtype=float16"))
     manifest = json.loads((tmp_path / "metric" / "manifest.json").read_text())
     assert manifest["timing"]["val"]["samples_per_s"] > 0
+
+
+def test_processes_on_other_splits_keep_each_others_timing(tmp_path, monkeypatch):
+    """Two processes on one out_dir, one per split: the one finishing last must not drop the other's timing."""
+    import psmexp.precompute as precompute
+    compute = precompute.compute_shards
+    other_process_ran = []
+
+    def interleaved(*args, **kwargs):  # the val process starts and finishes while this one works on train
+        if not other_process_ran:
+            other_process_ran.append(True)
+            monkeypatch.setattr(precompute, "compute_shards", compute)
+            run(tiny_cfg(tmp_path, "metric", "splits=[val]"))
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(precompute, "compute_shards", interleaved)
+    run(tiny_cfg(tmp_path, "metric", "splits=[train]"))
+    manifest = json.loads((tmp_path / "metric" / "manifest.json").read_text())
+    assert other_process_ran and set(manifest["timing"]) == {"train", "val"}
