@@ -1,7 +1,7 @@
 """Report layouts for Tables 3.1 and 3.4: ours (mean ± std/sqrt(n) over seeds) beside the paper's rows."""
 from types import SimpleNamespace
 
-from psmexp.metrics.sdr_report import mean_ci, table31, table34
+from psmexp.reports.demucs import mean_ci, table31, table34
 
 
 def run(choices, metrics, status="completed"):
