@@ -14,6 +14,7 @@ Both normalise every row to unit Euclidean norm, as in the thesis' experiments (
 """
 from __future__ import annotations
 
+import abc
 import os
 from dataclasses import dataclass
 
@@ -143,7 +144,7 @@ class _Rows(Dataset):
         return self.rows.select(torch.as_tensor(indices, dtype=torch.long))
 
 
-class SparseDataModule(pl.LightningDataModule):
+class SparseDataModule(pl.LightningDataModule, abc.ABC):
     """Train/test split of ``SparseRows``; train batches are shuffled each epoch, evaluation is one full batch.
 
     Validation evaluates the held-out test split (the thesis reports test error along training). ``frequency`` is
@@ -160,9 +161,9 @@ class SparseDataModule(pl.LightningDataModule):
         self.test_fraction, self.seed = test_fraction, seed
         self.splits: dict[str, SparseRows] = {}
 
+    @abc.abstractmethod
     def load(self) -> SparseRows:
         """All rows of the data set, before the split: defined by each source (LibSVM file, synthetic generator)."""
-        raise NotImplementedError(f"{type(self).__name__} must define load(): it is a data source of its own")
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
