@@ -9,7 +9,9 @@ rendered by psmexp.report.render in args["fmt"] (md, csv or latex). Curves come 
 from their common parent directory.
 
 - fig44: for each (experiment, data.batch_size) the step size of the grid with the lowest final test/error, as the
-  thesis tunes the step size per batch size; cells "test error (test loss; train F) [lr]".
+  thesis tunes the step size per batch size; with several seeds, each metric is averaged over the seeds of a step
+  size and the step size is chosen on the mean (a diverged seed makes its step size lose); cells
+  "test error [± std over seeds] (test loss; train F) [lr]".
 - fig42: for each (task.aggregation, data.batch_size) the step size with the lowest final train/gap F(y_s) - F*;
   the gap after a few epochs.
 - fig43: samples/s and the training time until the target is first reached, per (task.algorithm, task.workers); the
@@ -92,25 +94,42 @@ def save(fig, ax, filename: Path, xlabel: str, ylabel: str) -> str:
 
 def fig44(records: list[Record], args: dict) -> str:
     runs = completed(records)
-    best = best_per_group(runs, ["experiment", "data.batch_size"], lambda r: finite(r.metrics.get("test/error")))
+    seeds: dict[tuple, list[Record]] = {}   # (method, B, lr) -> its runs, one per seed
+    for run in runs:
+        seeds.setdefault((run.value("experiment"), run.value("data.batch_size"), run.value("optim.lr")), []).append(run)
+
+    def mean(group: list[Record], metric: str) -> float:
+        return statistics.fmean(finite(r.metrics.get(metric)) for r in group)
+
+    best: dict[tuple, tuple[object, list[Record]]] = {}   # (method, B) -> (lr, its runs)
+    for (method, size, lr), group in seeds.items():
+        if (method, size) not in best or mean(group, "test/error") < mean(best[(method, size)][1], "test/error"):
+            best[(method, size)] = (lr, group)
     methods = sorted({k[0] for k in best})
     sizes = sorted({k[1] for k in best})
     rows = []
     for size in sizes:
         row = {"B": size}
         for method in methods:
-            run = best.get((method, size))
-            row[f"{method.removeprefix('adabatch_')}: test error (test loss; train F) [lr]"] = (
-                "-" if run is None else f"{run.metrics['test/error']:.4f} ({run.metrics['test/loss']:.4f}; "
-                                        f"{run.metrics['train/objective']:.4f}) [{run.value('optim.lr')}]")
+            cell = "-"
+            if (method, size) in best:
+                lr, group = best[(method, size)]
+                errors = [finite(r.metrics.get("test/error")) for r in group]
+                spread = f" ± {statistics.stdev(errors):.4f}" if len(group) > 1 else ""
+                cell = (f"{mean(group, 'test/error'):.4f}{spread} ({mean(group, 'test/loss'):.4f}; "
+                        f"{mean(group, 'train/objective'):.4f}) [{lr}]")
+            row[f"{method.removeprefix('adabatch_')}: test error (test loss; train F) [lr]"] = cell
         rows.append(row)
     text = render(rows, args.get("fmt", "md"))
+    counts = sorted({len(group) for _, group in best.values()})
+    if counts and counts != [1]:
+        text += f"(means over {', '.join(map(str, counts))} seeds per cell)\n"
     filename = plot_file(records, "adabatch_fig44") if runs else None
     if filename:
         fig, ax = axes()
         for method in methods:
             present = [b for b in sizes if (method, b) in best]
-            ax.semilogx(present, [best[(method, b)].metrics["test/error"] for b in present], "o-",
+            ax.semilogx(present, [mean(best[(method, b)][1], "test/error") for b in present], "o-",
                         label=method.removeprefix("adabatch_"))
         text += save(fig, ax, filename, "batch size B", "final test error")
     return text

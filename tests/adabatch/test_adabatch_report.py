@@ -48,6 +48,23 @@ def test_fig44_picks_the_best_step_per_method_and_batch_size_and_plots(tmp_path)
     assert "0.10" not in text.split("did not complete")[0]
 
 
+def test_fig44_chooses_the_step_size_on_the_mean_over_seeds(tmp_path):
+    def run(name, lr, seed, error):
+        metrics = {"test/error": error, "test/loss": 2 * error, "train/objective": 3 * error}
+        fake_run(tmp_path, name, "fig44", {"experiment": "adabatch_adabatch"},
+                 {"data": {"batch_size": 10}, "optim": {"lr": lr}, "seed": seed}, metrics)
+
+    run("0", 1, 0, 0.20)     # lr 1: best single run, but mean 0.30
+    run("1", 1, 1, 0.40)
+    run("2", 4, 0, 0.25)     # lr 4: mean 0.26, std 0.0141
+    run("3", 4, 1, 0.27)
+    run("4", 16, 0, 0.10)    # lr 16: one seed diverged, so it loses whatever the other did
+    run("5", 16, 1, float("nan"))
+    lines = report(tmp_path).splitlines()
+    assert lines[2] == "| 10 | 0.2600 ± 0.0141 (0.5200; 0.7800) [4] |"
+    assert lines[3] == "(means over 2 seeds per cell)"
+
+
 def test_fig42_best_final_gap_per_rule_and_batch_size(tmp_path):
     def run(name, rule, b, lr, gaps):
         history = [{"step": 10 * e + 5, "train/loss": 1.0, "epoch": float(e)} for e in range(len(gaps))]
