@@ -21,7 +21,8 @@ def global_grad_norm(parameters) -> torch.Tensor:
 
 
 def nonfinite_second_moment_fraction(optimizer: torch.optim.Optimizer) -> float | None:
-    moments = [state["exp_avg_sq"] for state in optimizer.state.values() if "exp_avg_sq" in state]
+    moments = [state["exp_avg_sq"] for state in optimizer.state.values()
+               if "exp_avg_sq" in state and state["exp_avg_sq"].numel()]
     if not moments:
         return None
     # Second moments are sums of squares, never negative, so all entries are finite iff every tensor's maximum is

@@ -17,4 +17,6 @@ def test_nonfinite_second_moment_fraction_counts_inf_and_nan():
     overflowed = {"exp_avg_sq": torch.tensor([1.0, math.inf, math.nan, 0.0])}
     assert nonfinite_second_moment_fraction(SimpleNamespace(state={0: finite})) == 0.0
     assert nonfinite_second_moment_fraction(SimpleNamespace(state={0: finite, 1: overflowed})) == 2 / 10
+    empty = {"exp_avg_sq": torch.ones(0)}   # a parameter with no elements
+    assert nonfinite_second_moment_fraction(SimpleNamespace(state={0: empty, 1: overflowed})) == 2 / 4
     assert nonfinite_second_moment_fraction(SimpleNamespace(state={0: {"momentum_buffer": torch.ones(2)}})) is None
