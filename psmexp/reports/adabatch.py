@@ -13,7 +13,7 @@ from their common parent directory.
   size and the step size is chosen on the mean (a diverged seed makes its step size lose); cells
   "test error [± std over seeds] (test loss; train F) [lr]".
 - fig42: for each (task.aggregation, data.batch_size) the step size with the lowest final train/gap F(y_s) - F*;
-  the gap after a few epochs.
+  the gap after a few epochs; with several seeds, the gaps are averaged over the seeds of a step size first.
 - fig43: samples/s and the training time until the target is first reached, per (task.algorithm, task.workers); the
   target metric is `report.target_metric` (default val/loss) and the target `report.target` (default 1.01 x the
   final value of the sequential run, hogwild with 1 worker).
@@ -51,14 +51,23 @@ def finite(value) -> float:
     return value if value is not None and math.isfinite(value) else math.inf
 
 
-def best_per_group(records: list[Record], keys: list[str], score) -> dict[tuple, Record]:
-    """{(values of keys): the record of lowest score}: the step size chosen per group."""
-    best: dict[tuple, Record] = {}
+def best_step_size(records: list[Record], keys: list[str], score) -> dict[tuple, tuple[object, list[Record]]]:
+    """{(values of keys): (optim.lr, its runs)}: the step size of the grid chosen per group, as the thesis tunes it.
+    The runs of one step size are its seeds; `score(runs) -> float` rates them together (lower is better)."""
+    seeds: dict[tuple, list[Record]] = {}
     for record in records:
-        key = tuple(record.value(k) for k in keys)
-        if key not in best or score(record) < score(best[key]):
-            best[key] = record
+        seeds.setdefault((*(record.value(k) for k in keys), record.value("optim.lr")), []).append(record)
+    best: dict[tuple, tuple[object, list[Record]]] = {}
+    for (*key, lr), group in seeds.items():
+        key = tuple(key)
+        if key not in best or score(group) < score(best[key][1]):
+            best[key] = (lr, group)
     return best
+
+
+def mean_of(runs: list[Record], metric: str) -> float:
+    """Mean over seeds of a final metric; a non-finite or missing value makes it inf."""
+    return statistics.fmean(finite(r.metrics.get(metric)) for r in runs)
 
 
 def report_option(records: list[Record], key: str, default=None):
@@ -94,17 +103,7 @@ def save(fig, ax, filename: Path, xlabel: str, ylabel: str) -> str:
 
 def fig44(records: list[Record], args: dict) -> str:
     runs = completed(records)
-    seeds: dict[tuple, list[Record]] = {}   # (method, B, lr) -> its runs, one per seed
-    for run in runs:
-        seeds.setdefault((run.value("experiment"), run.value("data.batch_size"), run.value("optim.lr")), []).append(run)
-
-    def mean(group: list[Record], metric: str) -> float:
-        return statistics.fmean(finite(r.metrics.get(metric)) for r in group)
-
-    best: dict[tuple, tuple[object, list[Record]]] = {}   # (method, B) -> (lr, its runs)
-    for (method, size, lr), group in seeds.items():
-        if (method, size) not in best or mean(group, "test/error") < mean(best[(method, size)][1], "test/error"):
-            best[(method, size)] = (lr, group)
+    best = best_step_size(runs, ["experiment", "data.batch_size"], lambda group: mean_of(group, "test/error"))
     methods = sorted({k[0] for k in best})
     sizes = sorted({k[1] for k in best})
     rows = []
@@ -116,8 +115,8 @@ def fig44(records: list[Record], args: dict) -> str:
                 lr, group = best[(method, size)]
                 errors = [finite(r.metrics.get("test/error")) for r in group]
                 spread = f" ± {statistics.stdev(errors):.4f}" if len(group) > 1 else ""
-                cell = (f"{mean(group, 'test/error'):.4f}{spread} ({mean(group, 'test/loss'):.4f}; "
-                        f"{mean(group, 'train/objective'):.4f}) [{lr}]")
+                cell = (f"{mean_of(group, 'test/error'):.4f}{spread} ({mean_of(group, 'test/loss'):.4f}; "
+                        f"{mean_of(group, 'train/objective'):.4f}) [{lr}]")
             row[f"{method.removeprefix('adabatch_')}: test error (test loss; train F) [lr]"] = cell
         rows.append(row)
     text = render(rows, args.get("fmt", "md"))
@@ -129,25 +128,31 @@ def fig44(records: list[Record], args: dict) -> str:
         fig, ax = axes()
         for method in methods:
             present = [b for b in sizes if (method, b) in best]
-            ax.semilogx(present, [mean(best[(method, b)][1], "test/error") for b in present], "o-",
+            ax.semilogx(present, [mean_of(best[(method, b)][1], "test/error") for b in present], "o-",
                         label=method.removeprefix("adabatch_"))
         text += save(fig, ax, filename, "batch size B", "final test error")
     return text
 
 
 def fig42(records: list[Record], args: dict) -> str:
-    def final_gap(run: Record) -> float:
-        gaps = curve(run, "train/gap", "epoch")
-        return finite(gaps[-1][1]) if gaps else math.inf
+    def mean_gaps(group: list[Record]) -> list[tuple[float, float]]:
+        """[(epoch, F(y_s) - F* averaged over the seeds)] for the epochs every seed logged."""
+        series = [dict(curve(run, "train/gap", "epoch")) for run in group]
+        epochs = sorted(set.intersection(*(set(s) for s in series)))
+        return [(e, statistics.fmean(finite(s[e]) for s in series)) for e in epochs]
 
-    best = best_per_group(completed(records), ["task.aggregation", "data.batch_size"], final_gap)
-    gaps = {key: curve(run, "train/gap", "epoch") for key, run in best.items()}
+    def final_gap(group: list[Record]) -> float:
+        gaps = mean_gaps(group)
+        return gaps[-1][1] if gaps else math.inf
+
+    best = best_step_size(completed(records), ["task.aggregation", "data.batch_size"], final_gap)
+    gaps = {key: mean_gaps(group) for key, (_, group) in best.items()}
     epochs = sorted({int(e) for series in gaps.values() for e, _ in series})
     shown = [e for e in epochs if e in (0, 1, 2, 4, 6, epochs[-1])]
     rows = []
-    for (rule, size), run in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (rule, size), (lr, group) in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         by_epoch = dict(gaps[(rule, size)])
-        rows.append({"rule": rule, "B": size, "lr": run.value("optim.lr"),
+        rows.append({"rule": rule, "B": size, "lr": lr, "seeds": len(group),
                      **{f"gap after epoch {e + 1}": f"{by_epoch.get(e, math.nan):.2e}" for e in shown}})
     text = render(rows, args.get("fmt", "md"))
     filename = plot_file(records, "adabatch_fig42") if rows else None

@@ -77,11 +77,17 @@ def test_fig42_best_final_gap_per_rule_and_batch_size(tmp_path):
     run("2", "minibatch", 20, 16, [0.9, 0.8, float("inf")])
     run("3", "minibatch", 20, 64, [0.9, 0.8, 0.7])
     assert report(tmp_path).splitlines() == [
-        "| rule | B | lr | gap after epoch 1 | gap after epoch 2 | gap after epoch 3 |",
-        "|---|---|---|---|---|---|",
-        "| adabatch | 20 | 16 | 4.00e-01 | 1.00e-01 | 5.00e-02 |",
-        "| minibatch | 20 | 64 | 9.00e-01 | 8.00e-01 | 7.00e-01 |"]
+        "| rule | B | lr | seeds | gap after epoch 1 | gap after epoch 2 | gap after epoch 3 |",
+        "|---|---|---|---|---|---|---|",
+        "| adabatch | 20 | 16 | 1 | 4.00e-01 | 1.00e-01 | 5.00e-02 |",
+        "| minibatch | 20 | 64 | 1 | 9.00e-01 | 8.00e-01 | 7.00e-01 |"]
     assert not list(tmp_path.glob("*.png"))   # report.plot not set
+
+    # a second seed of adabatch at step 16 that ends at 0.45: step 16's mean final gap (0.25) now loses to step 4's
+    run("4", "adabatch", 20, 16, [0.6, 0.5, 0.45])
+    assert report(tmp_path).splitlines()[2] == "| adabatch | 20 | 4 | 1 | 5.00e-01 | 3.00e-01 | 2.00e-01 |"
+    run("5", "adabatch", 20, 4, [0.3, 0.1, 0.1])   # ... and with two seeds at step 4 too, the means are shown
+    assert report(tmp_path).splitlines()[2] == "| adabatch | 20 | 4 | 2 | 4.00e-01 | 2.00e-01 | 1.50e-01 |"
 
 
 def test_fig43_time_to_target_from_the_sequential_run(tmp_path):
