@@ -8,7 +8,7 @@ the average test error without and with averaged-norm clipping, rows where clipp
 text: mean ± sample std over the runs (seeds) of each cell, with their numbers; alpha = 0 (the hyperparameters never move) is the
 primary alone, printed as the baseline. With a paper table (CSV in psmexp/paper_tables: secondary_lr,
 test_error_no_clip, test_error_clip; the baseline in its comment line) the report's numbers stand beside ours.
-`collect(dirs)` reads finished runs (`metrics.json` and `.hydra/config.yaml`) into such records. `layout` is the
+`collect(dirs)` reads the completed runs into such records (through psmexp.report.collect). `layout` is the
 hook of the generic report: presets set `report.layout: psmexp.reports.hyper_clipping.layout`, so
 `psmexp-report outputs/multirun/<sweep>` prints this table (and the failed runs).
 """
@@ -17,30 +17,27 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import re
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from psmexp.config import flatten
+from psmexp.report import PAPER_TABLES, Record
+from psmexp.report import collect as report_collect
 
-PAPER_TABLES = Path(__file__).resolve().parents[1] / "paper_tables"
 MARK_THRESHOLD = 1.0   # percentage points
 
 
+def flat_record(record: Record, keys=()) -> dict:
+    """A psmexp.report.Record as a flat dict: dotted config keys, `keys` read through Record.value (so a group choice
+    such as `optim/primary` works too), its metrics and `run_dir`."""
+    return {**flatten(record.config), **{k: record.value(k) for k in keys}, **record.metrics,
+            "run_dir": str(record.run_dir)}
+
+
 def collect(dirs: list[str | Path]) -> list[dict]:
-    """Records of the completed runs found under `dirs` (a run dir or a multirun dir, searched recursively)."""
-    records = []
-    for root in map(Path, dirs):
-        for metrics_file in sorted(root.rglob("metrics.json")):
-            config_file = metrics_file.parent / ".hydra" / "config.yaml"
-            if not config_file.is_file():
-                continue
-            config = flatten(OmegaConf.to_container(OmegaConf.load(config_file), resolve=False))
-            records.append({**config, **json.loads(metrics_file.read_text()), "run_dir": str(metrics_file.parent)})
-    return records
+    """Flat records of the completed runs under `dirs` (run or multirun directories), read by psmexp.report.collect."""
+    return [flat_record(r) for root in dirs for r in report_collect(Path(root)) if r.status == "completed"]
 
 
 def read_paper_table(name: str | Path) -> tuple[dict[float, tuple[float, float]], str | None]:
@@ -138,8 +135,7 @@ def layout(records, args: dict) -> str:
         raise ValueError(f"--format {args['fmt']!r}: the hyper_clipping layout renders md or csv")
     alpha_key, clip_key = (list(args.get("by") or []) + ["optim.secondary.lr", "optim.secondary.clip"])[:2]
     metric = (args.get("metrics") or ["test/error"])[0]
-    flat = [{alpha_key: r.value(alpha_key), clip_key: r.value(clip_key), **r.metrics, "run_dir": str(r.run_dir)}
-            for r in records if r.status == "completed"]
+    flat = [flat_record(r, (alpha_key, clip_key)) for r in records if r.status == "completed"]
     if not flat:
         return "no completed runs\n"
     paper = (records[0].config.get("report") or {}).get("paper_table")
@@ -156,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     records = collect(args.dirs)
     if not records:
-        raise SystemExit(f"no finished runs (metrics.json with .hydra/config.yaml) under {', '.join(args.dirs)}")
+        raise SystemExit(f"no completed run under {', '.join(args.dirs)}")
     paper = args.paper_table or records[0].get("report.paper_table")
     print(clipping_table(records, paper, args.format, metric=args.metric), end="")
 
