@@ -2,9 +2,9 @@
 torch.func.jacrev), and vs a forward pass.
 
 J is the Jacobian of nu -> Phi(g(theta(nu))) for the FTM drum (psmexp.perceptual.metric); Phi and g are composed from
-conf/precompute.yaml (`perceptual` and `synth` groups), so this times exactly what psmexp.precompute computes.
+psmexp/conf/precompute.yaml (`perceptual` and `synth` groups), so this times exactly what psmexp.precompute computes.
 
-    PYTHONPATH=. python benchmarks/metric.py             # JTFS if conf/perceptual/jtfs.yaml exists, else stft
+    PYTHONPATH=. python benchmarks/metric.py             # JTFS if psmexp/conf/perceptual/jtfs.yaml exists, else stft
     PYTHONPATH=. python benchmarks/metric.py --perceptual stft --batch 4 --repeats 3 --rev-outputs 64   # table in docs
     PYTHONPATH=. python benchmarks/metric.py --perceptual jtfs --n-samples 8192 perceptual.J=8   # + config overrides
 
@@ -52,7 +52,7 @@ def reverse_jacobian_rows(fn, nu: torch.Tensor, rows: torch.Tensor) -> torch.Ten
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = "jtfs" if (CONF_DIR / "perceptual" / "jtfs.yaml").is_file() else "stft"
-    parser.add_argument("--perceptual", default=default, help=f"conf/perceptual/<name>.yaml (default {default})")
+    parser.add_argument("--perceptual", default=default, help=f"psmexp/conf/perceptual/<name>.yaml (default {default})")
     parser.add_argument("--n-samples", type=int, default=2**13, help="sound length (reference 65536)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)

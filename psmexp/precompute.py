@@ -4,11 +4,11 @@ J is the Jacobian of nu -> Phi(g(theta(nu))) (P = 5 columns; Han, Lostanlen, Lag
 computed by forward-mode AD (psmexp.perceptual.metric). nu, g and Phi come from the same config groups as training
 (`data`, `synth`, `perceptual`), so the PNP loss sees the metric of the representation it is trained for.
 
-    PYTHONPATH=. python -m psmexp.precompute                                # log-STFT Phi, reference data set
-    PYTHONPATH=. python -m psmexp.precompute perceptual=jtfs device=cuda    # the paper's JTFS
-    PYTHONPATH=. python -m psmexp.precompute data.total_size=2000 data.test_size=200 \
+    psmexp-precompute                                # log-STFT Phi, reference data set
+    psmexp-precompute perceptual=jtfs device=cuda    # the paper's JTFS
+    psmexp-precompute data.total_size=2000 data.test_size=200 \
         data.data_dir=data/ftm_mini synth.n_samples=8192 shard_size=64      # CPU-scale check
-    PYTHONPATH=. python -m psmexp.precompute max_shards=50                  # at most 50 shards; rerun to continue
+    psmexp-precompute max_shards=50                  # at most 50 shards; rerun to continue
 
 Output in out_dir (default <data_dir>/metric_<perceptual choice>):
   shards/<split>/shard_<k>.npy   M of sounds [k * shard_size, (k + 1) * shard_size) of the split, float64 (n, 5, 5)
@@ -32,12 +32,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from psmexp import CONF_DIR
 from psmexp.config import validate
 from psmexp.data.ftm_drums import SPLITS, _save_atomic
 from psmexp.perceptual.metric import metric_eigenvalues, metric_tensor
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -155,7 +155,6 @@ def run(cfg: DictConfig) -> dict:
     return manifest
 
 
-# Absolute, so that `python -m psmexp.precompute`, scripts/precompute_metric.py and a console script all find conf/.
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="precompute")
 def main(cfg: DictConfig) -> None:
     run(cfg)

@@ -24,11 +24,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from psmexp import CONF_DIR
 from psmexp.config import ConfigError, flatten, validate
 from psmexp.history import HistoryLogger
 
 log = logging.getLogger(__name__)
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # absolute: the console script imports this module
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
@@ -100,7 +100,7 @@ def run(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.metric)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return run(cfg)
 

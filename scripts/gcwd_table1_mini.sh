@@ -10,7 +10,7 @@
 # 3. psmexp-report: our table beside the paper's Table I, and the val/loss curves (Fig. 2 style).
 # Steps 1 and 2 run as two single-threaded processes (precompute: train split | test then val split; training: adam |
 # gcwd), one per core of a 2-core machine: 31 min in all here (docs/results/gcwd.md).
-# The data and precompute overrides below are the preset's (conf/paper/gcwd_table1_mini.yaml): keep them in sync.
+# The data and precompute overrides below are the preset's (psmexp/conf/paper/gcwd_table1_mini.yaml): keep them in sync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT   # a failing step stops its twin

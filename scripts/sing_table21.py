@@ -31,6 +31,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from psmexp import CONF_DIR
+
 from psmexp.report import report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +62,7 @@ STAGES = (
 
 def stage_epochs(overrides: list[str]) -> dict[str, int]:
     """``sing_stages`` of the composed config (the preset chosen in ``overrides``)."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     if "sing_stages" not in cfg:
         raise SystemExit("the config has no sing_stages (epochs per stage): choose paper=sing_table21 or "

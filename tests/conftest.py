@@ -12,8 +12,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from psmexp import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

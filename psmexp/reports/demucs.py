@@ -1,4 +1,4 @@
-"""psmexp-report layouts for Défossez thesis Tables 3.1 and 3.4 (`report.layout` in conf/paper/demucs_table3*.yaml).
+"""psmexp-report layouts for Défossez thesis Tables 3.1 and 3.4 (`report.layout` in psmexp/conf/paper/demucs_table3*.yaml).
 
 Each layout receives the runs of a sweep (objects with `.status`, `.metrics` and `.value(key)`, see
 psmexp.report.Record) and returns a table of ours beside the paper's row, rendered by psmexp.report.render in

@@ -139,7 +139,7 @@ class ParamScaler(nn.Module):
 
 
 class FTMDrum(nn.Module):
-    """The synthesizer g as a module with its constants fixed (config node conf/synth/ftm.yaml).
+    """The synthesizer g as a module with its constants fixed (config node psmexp/conf/synth/ftm.yaml).
 
     forward: theta (B, 5) physical parameters -> (B, n_samples) peak-normalised sounds, see ftm_drum.
     """

@@ -1,4 +1,4 @@
-"""conf/data/ftm_drums.yaml and conf/precompute.yaml compose with the core's config tree and pass its checks."""
+"""psmexp/conf/data/ftm_drums.yaml and psmexp/conf/precompute.yaml compose with the core's config tree and pass its checks."""
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate

@@ -1,4 +1,4 @@
-"""psmexp.precompute: sharded, resumable metric precompute composed from conf/precompute.yaml (tiny sizes)."""
+"""psmexp.precompute: sharded, resumable metric precompute composed from psmexp/conf/precompute.yaml (tiny sizes)."""
 import json
 
 import numpy as np

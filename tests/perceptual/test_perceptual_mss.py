@@ -49,7 +49,7 @@ def test_loss_config_instantiates_the_ddsp_setting():
 
     from conftest import CONF_DIR
 
-    # conf/loss/mss.yaml is the sound-matching loss SoundDistanceLoss(distance=<this DDSP setting>)
+    # psmexp/conf/loss/mss.yaml is the sound-matching loss SoundDistanceLoss(distance=<this DDSP setting>)
     loss = instantiate(OmegaConf.load(CONF_DIR / "loss" / "mss.yaml")).distance
     x, y = torch.randn(2, 3000), torch.randn(2, 3000)
     torch.testing.assert_close(loss(x, y), multiscale_spectral_distance(x, y))

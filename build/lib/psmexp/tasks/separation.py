@@ -1,0 +1,93 @@
+"""Music source separation task (Défossez, thesis ch. 3): waveform loss in training, SDR on whole test tracks.
+
+Batches (psmexp.data.musdb): training {"mix": (B, C, T), "sources": (B, S, C, T)} (augmented, normalised);
+validation and test: one whole normalised track {"mix": (1, C, T), "sources": (1, S, C, T), "mean", "std", "index"}.
+
+- train/loss: `loss(model(mix), sources)`, L1 by default (eq. 3.2) or MSE.
+- val/loss: the same loss on whole validation tracks, separated without the random shifts (as in Table 3.4);
+  val/best_loss: its best value so far (Table 3.4 reports it; test_ckpt=best tests that checkpoint).
+- test/loss and test/sdr_<source>, test/sdr: each test track is separated with the model's evaluation settings
+  (chunks, randomized equivariant stabilization), de-normalised, and its museval SDR computed in a process pool
+  (psmexp.metrics.sdr) while the next track is separated; SiSec aggregation: median over 1 s frames, median over
+  tracks, mean over sources. Per-track values are written to <run dir>/sdr_tracks.json.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from psmexp.metrics.sdr import TrackEvaluator, aggregate
+from psmexp.models.separate import separate_with_model_settings
+from psmexp.tasks.base import Task
+
+
+class Separation(Task):
+    """Args beyond Task's: source_names (order of the model's outputs), samplerate, eval_workers (processes for
+    BSS Eval; 0 computes it in this process), seed (of the random shifts at test time)."""
+
+    def __init__(self, model, loss, optimizer, scheduler=None, on_nonfinite: str = "raise",
+                 source_names: list[str] | tuple[str, ...] = ("drums", "bass", "other", "vocals"),
+                 samplerate: int = 44100, eval_workers: int = 1, seed: int = 0):
+        super().__init__(model, loss, optimizer, scheduler, on_nonfinite)
+        if getattr(model, "sources", len(source_names)) != len(source_names):
+            raise ValueError(f"task.source_names has {len(source_names)} names but the model separates "
+                             f"{model.sources} sources")
+        self.source_names, self.samplerate = list(source_names), samplerate
+        self.eval_workers, self.seed = eval_workers, seed
+        self.evaluator: TrackEvaluator | None = None
+        self.best_val = float("inf")
+        self.val_losses: list[float] = []
+        self.track_indices: list[int] = []
+
+    def compute_loss(self, batch):
+        return self.loss(self.model(batch["mix"]), batch["sources"])
+
+    def validation_step(self, batch, batch_idx):
+        estimate = separate_with_model_settings(self.model, batch["mix"], stabilize=False)
+        loss = self.loss(estimate, batch["sources"])
+        self.val_losses.append(float(loss))
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=1)
+
+    def on_validation_epoch_end(self):
+        if self.val_losses and not self.trainer.sanity_checking:
+            self.best_val = min(self.best_val, sum(self.val_losses) / len(self.val_losses))
+            self.log("val/best_loss", self.best_val)
+        self.val_losses = []
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["best_val_loss"] = self.best_val
+
+    def on_load_checkpoint(self, checkpoint):
+        self.best_val = checkpoint.get("best_val_loss", float("inf"))
+
+    def on_test_epoch_start(self):
+        self.evaluator = TrackEvaluator(self.samplerate, self.eval_workers)
+        self.track_indices = []
+        self.shift_generator = torch.Generator().manual_seed(self.seed)
+
+    def test_step(self, batch, batch_idx):
+        estimate = separate_with_model_settings(self.model, batch["mix"], stabilize=True,
+                                                generator=self.shift_generator)
+        self.log("test/loss", self.loss(estimate, batch["sources"]), on_epoch=True, batch_size=1)
+        scale, offset = batch["std"].view(-1, 1, 1, 1), batch["mean"].view(-1, 1, 1, 1) / len(self.source_names)
+        # (S, C, T) -> (S, T, C), the layout museval expects
+        references = (batch["sources"] * scale + offset)[0].transpose(1, 2).double().cpu().numpy()
+        estimates = (estimate * scale + offset)[0].transpose(1, 2).double().cpu().numpy()
+        self.evaluator.submit(references, estimates)
+        self.track_indices.append(int(batch["index"]))
+
+    def on_test_epoch_end(self):
+        per_track = self.evaluator.results()
+        self.evaluator = None
+        summary = aggregate(per_track, self.source_names)
+        for name in self.source_names:
+            self.log(f"test/sdr_{name}", summary[name])
+        self.log("test/sdr", summary["all"])
+        names = self.trainer.datamodule.track_names("test") if self.trainer.datamodule is not None else []
+        rows = [{"track": names[i] if i < len(names) else i, **dict(zip(self.source_names, map(float, sdr)))}
+                for i, sdr in zip(self.track_indices, per_track)]
+        Path(self.trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.trainer.default_root_dir) / "sdr_tracks.json").write_text(
+            json.dumps({"tracks": rows, "median_over_tracks": summary}, indent=2))

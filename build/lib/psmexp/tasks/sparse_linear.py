@@ -1,0 +1,157 @@
+"""Sparse linear prediction (logistic / least-mean-square) trained with AdaBatch, SVRG or shared-memory parallel SGD.
+
+Thesis ch. 4. The task uses Lightning's manual optimization: it computes the per-sample gradient entries of the batch
+itself (``psmexp.models.sparse_linear``), aggregates them with the configured rule (``psmexp.optim.adabatch``:
+minibatch eq. 4.6, adabatch eq. 4.7, precondition eq. 4.9) into a sparse gradient over the batch's features, sets it
+as the weight's sparse ``.grad`` and calls the configured optimizer (any torch optimizer that accepts sparse
+gradients: ``optim=sgd`` for constant-step SGD, ``optim=adagrad``). The penalty (l2/2)||w||^2_Diag(p) is part of
+every per-sample gradient (``task.l2``), never the optimizer's weight decay.
+
+``algorithm``:
+- ``sgd``: one step per training batch of B = data.batch_size samples.
+- ``svrg``: AdaBatch SVRG (section 4.5): at each epoch start the snapshot y_s = w and F'(y_s) (full pass) are taken;
+  every step aggregates f'_b(w) - f'_b(y_s) + F'(y_s)/p with the rule (minibatch: C = B, adabatch: C = |D_k|);
+  at epoch end w = y_{s+1} = the mean of the epoch's iterates. Needs optim=sgd.
+- ``hogwild``, ``wild_adabatch``, ``wild_minibatch`` (section 4.4, ``psmexp.optim.wild``): ``workers`` processes
+  update the shared weight; each training batch is a segment of samples handed to them (their own batch size is
+  ``parallel_batch_size``), so validation can run between segments. Needs optim=sgd (its lr is used).
+Logged: ``train/loss`` (batch mean before the step), ``train/objective`` F(w) on the training split and, with
+``reference_optimum``, ``train/gap`` = F(w) - F* (F* by L-BFGS) at each epoch end; ``time/train_s`` (seconds spent
+in training steps, evaluation excluded) and ``samples`` (processed) at each validation; ``val|test/error`` (sign
+error rate) and ``val|test/loss`` (mean loss, no penalty). The task's config sets the run's ``threads: 1``: the
+per-step sparse ops are tiny, and on a loaded 2-core machine two intra-op threads made each step ten times slower.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from psmexp.models.sparse_linear import error_rate, full_gradient, gradient_entries, objective
+from psmexp.optim.adabatch import aggregation as aggregation_rule
+from psmexp.optim.adabatch import svrg_entries
+from psmexp.optim.wild import MODES as PARALLEL_MODES
+from psmexp.optim.wild import ParallelSparseSGD
+from psmexp.tasks.base import Task
+
+ALGORITHMS = ("sgd", "svrg", *PARALLEL_MODES)
+
+
+class SparseLinearTask(Task):
+    def __init__(self, model, loss, optimizer, scheduler=None, aggregation: str = "adabatch", algorithm: str = "sgd",
+                 l2: float = 0.0, workers: int = 1, parallel_batch_size: int = 10, reference_optimum: bool = False,
+                 on_nonfinite: str = "raise"):
+        super().__init__(model, loss, optimizer, scheduler, on_nonfinite)
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"task.algorithm={algorithm!r}: allowed values are {', '.join(ALGORITHMS)}")
+        if l2 < 0:
+            raise ValueError(f"task.l2={l2}: must be >= 0")
+        self.rule = aggregation_rule(aggregation)
+        self.algorithm, self.l2, self.workers = algorithm, l2, workers
+        self.parallel_batch_size, self.reference_optimum = parallel_batch_size, reference_optimum
+        self.automatic_optimization = False
+        self.train_seconds, self.samples, self.optimum = 0.0, 0, None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.model.weight
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        self.frequency = datamodule.frequency
+        self.train_rows = datamodule.splits["train"].everything()
+        if self.algorithm != "sgd" and type(self.optimizers().optimizer) is not torch.optim.SGD:
+            raise ValueError(f"task.algorithm={self.algorithm} runs plain SGD: set optim=sgd "
+                             f"(got {type(self.optimizers().optimizer).__name__})")
+        if self.reference_optimum:
+            self.optimum = reference_optimum(self.train_rows, self.loss, self.l2, self.frequency)
+
+    # ---- training -------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        if self.algorithm in PARALLEL_MODES:
+            lr = self.optimizers().optimizer.param_groups[0]["lr"]
+            self.pool = ParallelSparseSGD(self.weight.data, self.trainer.datamodule.splits["train"], self.loss, lr,
+                                          self.algorithm, self.workers, self.parallel_batch_size, self.l2,
+                                          self.frequency)
+
+    def on_train_end(self) -> None:
+        if self.algorithm in PARALLEL_MODES:
+            self.pool.close()
+
+    def on_train_epoch_start(self) -> None:
+        if self.algorithm == "svrg":
+            self.snapshot = self.weight.detach().clone()
+            self.snapshot_gradient = full_gradient(self.snapshot, self.train_rows, self.loss, self.l2,
+                                                   self.frequency)
+            self.iterate_sum, self.iterate_count = torch.zeros_like(self.snapshot), 0
+
+    def training_step(self, batch, batch_idx):
+        began = time.perf_counter()
+        with torch.no_grad():
+            margin = self.model(batch)
+            loss = self.checked(self.loss(margin, batch["target"]).mean(), "train/loss")
+            if self.algorithm in PARALLEL_MODES:
+                self.pool.run(batch["index"])
+            elif loss is not None:
+                self._step(batch)
+        self.train_seconds += time.perf_counter() - began
+        self.samples += len(batch["target"])
+        if loss is not None:
+            self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(batch["target"]))
+
+    def _step(self, batch) -> None:
+        entries = gradient_entries(self.weight, batch, self.loss, self.l2)
+        if self.algorithm == "svrg":
+            at_snapshot = gradient_entries(self.snapshot, batch, self.loss, self.l2)
+            entries = svrg_entries(entries, at_snapshot, batch["column"], self.snapshot_gradient, self.frequency)
+        index, value = self.rule(batch["column"], entries, len(batch["target"]), self.frequency)
+        grad = torch.sparse_coo_tensor(index.unsqueeze(0), value, self.weight.shape, is_coalesced=True,
+                                       check_invariants=False)
+        self.weight.grad = grad
+        optimizer = self.optimizers()
+        optimizer.step()
+        self.weight.grad = None
+        if self.algorithm == "svrg":
+            self.iterate_sum += self.weight.detach()
+            self.iterate_count += 1
+
+    def on_train_epoch_end(self) -> None:
+        if self.algorithm == "svrg" and self.iterate_count:
+            self.weight.data.copy_(self.iterate_sum / self.iterate_count)  # y_{s+1}, the next w_{s+1,0}
+        with torch.no_grad():
+            value = objective(self.weight, self.train_rows, self.loss, self.l2, self.frequency)
+        self.log("train/objective", value, on_step=False, on_epoch=True)
+        if self.optimum is not None:
+            self.log("train/gap", value - self.optimum, on_step=False, on_epoch=True)
+
+    # ---- evaluation -----------------------------------------------------------------------------------------
+    def evaluate(self, batch) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {"loss": self.loss(self.model(batch), batch["target"]).mean(),
+                    "error": error_rate(self.weight, batch)}
+
+    @staticmethod
+    def batch_size(batch) -> int:
+        return len(batch["target"])
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.log("time/train_s", self.train_seconds)
+            self.log("samples", float(self.samples))
+
+
+def reference_optimum(rows, loss, l2: float, frequency: torch.Tensor) -> float:
+    """F* = min_w F(w) on the training rows, by L-BFGS in float64 to gradient norm 1e-10 (reference for gaps)."""
+    import numpy as np
+    from scipy.optimize import minimize
+    rows64 = {**rows, "value": rows["value"].double(), "target": rows["target"].double()}
+    p64 = frequency.double()
+
+    def value_and_gradient(w: np.ndarray):
+        weight = torch.from_numpy(w)
+        return (float(objective(weight, rows64, loss, l2, p64)),
+                full_gradient(weight, rows64, loss, l2, p64).numpy())
+
+    result = minimize(value_and_gradient, np.zeros(len(frequency)), jac=True, method="L-BFGS-B",
+                      options={"maxiter": 20000, "gtol": 1e-10, "ftol": 1e-15})
+    return float(result.fun)

@@ -1,0 +1,91 @@
+"""Optimising an analytic 2-D loss (the GD-with-momentum tutorial) with any configured optimizer.
+
+The model is a `Point` (b1, b2); each training step evaluates the loss at the point and the optimizer moves it.
+At the end of training the task writes into the run dir:
+- `trajectory.csv`: the configured optimizer's path and plain gradient descent's path (same lr, same steps);
+- `contour.png`: both paths on the loss's contour plot with the minima and the saddle marked;
+- `filter_response.png`: the momentum low-pass filter's magnitude response (1 - mu)/(1 - mu z^-1), pole at z = mu.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+
+from psmexp.losses.toy2d import MINIMA, SADDLE
+from psmexp.optim.lowpass_momentum import frequency_response
+from psmexp.tasks.base import Task
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def gradient_descent_path(loss, start: torch.Tensor, lr: float, steps: int) -> np.ndarray:
+    point = start.detach().clone().requires_grad_(True)
+    path = [point.detach().clone()]
+    for _ in range(steps):
+        (grad,) = torch.autograd.grad(loss(point), point)
+        point = (point - lr * grad).detach().requires_grad_(True)
+        path.append(point.detach().clone())
+    return torch.stack(path).numpy()
+
+
+class Toy2D(Task):
+    def __init__(self, *args, plot: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.plot = plot
+        self.start = self.model.point.detach().clone()
+        self.path = [self.start.clone()]
+
+    def compute_loss(self, batch):
+        return self.loss(self.model())
+
+    def evaluate(self, batch):
+        point = self.model()
+        return {"loss": self.loss(point), "b1": point[0], "b2": point[1],
+                "dist_to_min": min(torch.linalg.vector_norm(point - torch.tensor(m, dtype=point.dtype))
+                                   for m in MINIMA)}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.path.append(self.model.point.detach().clone())
+
+    def on_train_end(self):
+        path = torch.stack(self.path).numpy()
+        group = self.trainer.optimizers[0].param_groups[0]
+        lr, momentum = group["lr"], group.get("momentum", 0.0)
+        gd = gradient_descent_path(self.loss, self.start, lr, len(path) - 1)
+        out = Path(self.trainer.default_root_dir)
+        header = "step,b1,b2,gd_b1,gd_b2"
+        rows = np.column_stack([np.arange(len(path)), path, gd])
+        np.savetxt(out / "trajectory.csv", rows, delimiter=",", header=header, comments="", fmt="%.10g")
+        if self.plot:
+            self.plot_contour(out / "contour.png", path, gd, f"lr={lr:g}, momentum={momentum:g}")
+            self.plot_filter(out / "filter_response.png", momentum)
+
+    def plot_contour(self, filename: Path, path: np.ndarray, gd: np.ndarray, title: str) -> None:
+        b1, b2 = np.meshgrid(np.linspace(0, 4, 128), np.linspace(-0.5, 2.5, 128))
+        loss = self.loss(torch.from_numpy(np.stack([b1, b2], axis=-1))).numpy()
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        ax.contour(b1, b2, loss, levels=np.linspace(-0.25, 5, 12), cmap="magma_r")
+        ax.plot(gd[:, 0], gd[:, 1], "C0d-", lw=0.5, ms=4, label="GD")
+        ax.plot(path[:, 0], path[:, 1], "C8o-", lw=0.5, ms=4, label=type(self.trainer.optimizers[0]).__name__)
+        for point in (*MINIMA, SADDLE):
+            ax.plot(*point, "kx", ms=10)
+        ax.set(xlim=(0, 4), ylim=(-0.25, 2.5), xlabel=r"$\beta_1$", ylabel=r"$\beta_2$", title=title)
+        ax.legend()
+        ax.grid(True)
+        fig.savefig(filename, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+
+    @staticmethod
+    def plot_filter(filename: Path, momentum: float) -> None:
+        omega, response = frequency_response(momentum)
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(omega / np.pi, 20 * np.log10(np.abs(response)))
+        ax.set(xlim=(0, 1), xlabel=r"$\Omega / \pi$", ylabel="level in dB",
+               title=f"momentum low-pass filter: zero at z=0, pole at z={momentum:g}")
+        ax.grid(True)
+        fig.savefig(filename, dpi=120, bbox_inches="tight")
+        plt.close(fig)

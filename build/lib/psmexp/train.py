@@ -1,0 +1,109 @@
+"""psmexp-train: compose the config, build data, model, loss, optimizer, task and trainer, fit, test, and return the
+sweep metric.
+
+    psmexp-train                                                   # default job: MLP on scikit-learn digits, CPU
+    psmexp-train task=toy2d optim=sgd_momentum optim.momentum=0.95  # the 2-D loss of the GD-with-momentum tutorial
+    psmexp-train paper=momentum_tutorial                           # a whole paper preset (multirun)
+    psmexp-train -m optim=sgd,adam,gcwd seed=0,1,2                 # a local sweep
+    psmexp-train -m optim=adam,gcwd seed=0,1,2 launcher=slurm       # the same sweep on SLURM
+    psmexp-train hydra.run.dir=outputs/my_run                      # re-run the same command to resume from last.ckpt
+
+Each run directory holds `.hydra/` (config, overrides), `history.jsonl` (every logged metric), `metrics.json` (final
+metrics), `status.json` (running / completed / failed with the error), `checkpoints/` and the loggers' files.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from psmexp import CONF_DIR
+from psmexp.config import ConfigError, flatten, validate
+from psmexp.history import HistoryLogger
+
+log = logging.getLogger(__name__)
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def build(cfg: DictConfig, run_dir: Path):
+    """Instantiate (datamodule, task, trainer) from a composed config."""
+    datamodule = instantiate(cfg.data)
+    task = instantiate(cfg.task, model=instantiate(cfg.model), loss=instantiate(cfg.loss),
+                       optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched))
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg[group] or {}).items():
+            if node is not None and "_target_" not in node:
+                raise ConfigError(f"{group}.{name} has no _target_: it sets keys of a {group} entry that no selected "
+                                  f"option defines (select it, e.g. {group}=[default,{name}], or drop the keys)")
+    callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
+    loggers = [HistoryLogger(run_dir)] + [instantiate(node) for node in (cfg.logger or {}).values() if node]
+    # Checkpointing is what the callbacks group says: without a ModelCheckpoint node, no checkpoint is written.
+    checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir),
+                          enable_checkpointing=checkpointing)
+    return datamodule, task, trainer
+
+
+def log_hparams_with_metrics(trainer: pl.Trainer, cfg: DictConfig, metrics: dict) -> None:
+    """Hyperparameters together with the final metrics, so TensorBoard's HPARAMS view can compare runs."""
+    params = {k: v for k, v in flatten(OmegaConf.to_container(cfg, resolve=True)).items()
+              if isinstance(v, (int, float, str, bool))}
+    for logger in trainer.loggers:
+        if isinstance(logger, pl.loggers.TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=metrics)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train and test one configuration; returns `cfg.metric` from the final metrics (for sweepers)."""
+    validate(cfg)
+    if cfg.test_ckpt not in ("best", "last"):
+        raise ConfigError(f"test_ckpt={cfg.test_ckpt!r}: allowed values are best, last")
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, task, trainer = build(cfg, run_dir)
+    resume = run_dir / LAST_CHECKPOINT
+    ckpt_path = str(resume) if cfg.resume and resume.is_file() else None
+    if ckpt_path:
+        log.info("Resuming from %s", ckpt_path)
+    write_json(run_dir / "status.json", {"status": "running", "resumed_from": ckpt_path})
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if cfg.test:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(task, datamodule=datamodule, ckpt_path="best" if cfg.test_ckpt == "best" and best else None)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+    except BaseException as error:
+        write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                                             "traceback": traceback.format_exc(), "resumed_from": ckpt_path})
+        raise
+    write_json(run_dir / "metrics.json", metrics)
+    log_hparams_with_metrics(trainer, cfg, metrics)
+    write_json(run_dir / "status.json", {"status": "completed", "resumed_from": ckpt_path})
+    log.info("Final metrics: %s", json.dumps(metrics, sort_keys=True))
+    return metrics.get(cfg.metric)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
