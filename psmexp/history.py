@@ -15,8 +15,9 @@ FILENAME = "history.jsonl"
 
 
 class HistoryLogger(Logger):
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, resume_step: int | None = None):
         super().__init__()
+        self.resume_step = resume_step
         self.path = Path(run_dir) / FILENAME
         self._file = None
 

@@ -7,6 +7,7 @@ sweep metric.
     psmexp-train -m optim=sgd,adam,gcwd seed=0,1,2                 # a local sweep
     psmexp-train -m optim=adam,gcwd seed=0,1,2 launcher=slurm       # the same sweep on SLURM
     psmexp-train hydra.run.dir=outputs/my_run                      # re-run the same command to resume from last.ckpt
+    psmexp-train callbacks.resume_checkpoint.every_n_train_steps=500  # also save last.ckpt every 500 steps
 
 Each run directory holds `.hydra/` (config, overrides), `history.jsonl` (every logged metric), `metrics.json` (final
 metrics), `status.json` (running / completed / failed with the error), `checkpoints/` and the loggers' files.
@@ -25,11 +26,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from psmexp import CONF_DIR
+from psmexp.callbacks.resume import ResumeCheckpoint
+from psmexp.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from psmexp.config import ConfigError, flatten, validate
 from psmexp.history import HistoryLogger
 
 log = logging.getLogger(__name__)
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+CHECKPOINTS = "checkpoints"
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -38,8 +41,9 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def build(cfg: DictConfig, run_dir: Path):
-    """Instantiate (datamodule, task, trainer) from a composed config."""
+def build(cfg: DictConfig, run_dir: Path, resume_step: int | None = None):
+    """Instantiate (datamodule, task, trainer) from a composed config; `resume_step`: the logged step of the
+    checkpoint the run resumes from (the history drops what was logged after it)."""
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task, model=instantiate(cfg.model), loss=instantiate(cfg.loss),
                        optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched))
@@ -49,11 +53,13 @@ def build(cfg: DictConfig, run_dir: Path):
                 raise ConfigError(f"{group}.{name} has no _target_: it sets keys of a {group} entry that no selected "
                                   f"option defines (select it, e.g. {group}=[default,{name}], or drop the keys)")
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
-    loggers = [HistoryLogger(run_dir)] + [instantiate(node) for node in (cfg.logger or {}).values() if node]
-    # Checkpointing is what the callbacks group says: without a ModelCheckpoint node, no checkpoint is written.
-    checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
+    callbacks.sort(key=lambda callback: isinstance(callback, ResumeCheckpoint))   # last (stable sort)
+    loggers = [HistoryLogger(run_dir, resume_step)] + [instantiate(node) for node in (cfg.logger or {}).values() if node]
+    # Checkpointing is what the callbacks group says: without a checkpoint node, no checkpoint is written.
+    checkpointing = any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks)
+    plugins = [instantiate(node) for node in cfg.trainer.get("plugins") or []] + [AtomicCheckpointIO()]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir),
-                          enable_checkpointing=checkpointing)
+                          enable_checkpointing=checkpointing, plugins=plugins)
     return datamodule, task, trainer
 
 
@@ -76,18 +82,18 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule, task, trainer = build(cfg, run_dir)
-    resume = run_dir / LAST_CHECKPOINT
-    ckpt_path = str(resume) if cfg.resume and resume.is_file() else None
+    resume = resume_checkpoint(run_dir / CHECKPOINTS) if cfg.resume else None
+    ckpt_path = str(resume[0]) if resume else None
     if ckpt_path:
-        log.info("Resuming from %s", ckpt_path)
+        log.info("Resuming from %s (logged step %d)", ckpt_path, resume[1])
+    datamodule, task, trainer = build(cfg, run_dir, resume[1] if resume else None)
     write_json(run_dir / "status.json", {"status": "running", "resumed_from": ckpt_path})
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.test:
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(task, datamodule=datamodule, ckpt_path="best" if cfg.test_ckpt == "best" and best else None)
+            best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), "")
+            trainer.test(task, datamodule=datamodule, ckpt_path=best if cfg.test_ckpt == "best" and best else None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
     except BaseException as error:
         write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}",

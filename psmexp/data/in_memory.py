@@ -1,17 +1,19 @@
 """InMemoryDataModule: data modules whose splits are in-memory datasets indexable by a whole batch of indices.
 
 Subclasses fill `self.splits` ({"train", "val", "test"} -> dataset) in `setup`; batches are served by indexing the
-dataset with a list of indices at once (no per-item collation), shuffled with a seeded generator for training. That
-is what keeps the per-step cost of small in-memory data sets negligible.
+dataset with a list of indices at once (no per-item collation), shuffled for training in an order that depends on
+(seed, epoch) only and that a resumed run continues (psmexp.data.order). That is what keeps the per-step cost of small
+in-memory data sets negligible.
 """
 from __future__ import annotations
 
 import pytorch_lightning as pl
-import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+from psmexp.data.order import ResumableOrder
 
 
-class InMemoryDataModule(pl.LightningDataModule):
+class InMemoryDataModule(ResumableOrder, pl.LightningDataModule):
     def __init__(self, batch_size: int, seed: int):
         super().__init__()
         self.batch_size, self.seed = batch_size, seed
@@ -19,9 +21,9 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.splits[split]
-        order = (RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed)) if shuffle
-                 else SequentialSampler(dataset))
-        return DataLoader(dataset, sampler=BatchSampler(order, self.batch_size, drop_last=False), batch_size=None)
+        batches = (self.train_batches(len(dataset)) if shuffle
+                   else BatchSampler(SequentialSampler(dataset), self.batch_size, drop_last=False))
+        return DataLoader(dataset, sampler=batches, batch_size=None)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
+
+from psmexp.data.order import ResumableOrder
 
 
 @dataclass
@@ -144,7 +146,7 @@ class _Rows(Dataset):
         return self.rows.select(torch.as_tensor(indices, dtype=torch.long))
 
 
-class SparseDataModule(pl.LightningDataModule, abc.ABC):
+class SparseDataModule(ResumableOrder, pl.LightningDataModule, abc.ABC):
     """Train/test split of ``SparseRows``; train batches are shuffled each epoch, evaluation is one full batch.
 
     Validation evaluates the held-out test split (the thesis reports test error along training). ``frequency`` is
@@ -178,8 +180,7 @@ class SparseDataModule(pl.LightningDataModule, abc.ABC):
 
     def train_dataloader(self) -> DataLoader:
         rows = _Rows(self.splits["train"])
-        sampler = RandomSampler(rows, generator=torch.Generator().manual_seed(self.seed))
-        return DataLoader(rows, sampler=BatchSampler(sampler, self.batch_size, drop_last=False), batch_size=None)
+        return DataLoader(rows, sampler=self.train_batches(len(rows)), batch_size=None)
 
     def _full(self, split: str) -> DataLoader:
         return DataLoader([self.splits[split].everything()], batch_size=None)

@@ -1,0 +1,105 @@
+"""ResumeCheckpoint: `checkpoints/last.ckpt` always holds the newest training state, and checkpoints carry the RNGs.
+
+When it writes last.ckpt:
+    - at the end of every epoch, after its validation (or at the end of the training epoch when no validation runs
+      then), whichever checkpoint is the best on the validation loss (that one is ModelCheckpoint's, for
+      `test_ckpt: best`);
+    - every `every_n_train_steps` optimizer steps when set (for long epochs); never in the middle of a gradient
+      accumulation cycle;
+    - at the next step boundary after `save_now()` was called: safe to call from a signal handler (it only sets a
+      flag), e.g. on SLURM's pre-timeout signal. Under DDP any rank's request saves on all ranks.
+Writes are atomic (psmexp.checkpoints.AtomicCheckpointIO). Lightning's checkpoint already restores the weights,
+optimizer (hyperoptimizer stacks included), LR schedulers, callbacks' states (LM damping), loops (global step, epoch,
+batch position) and the data module's state (the train order's position, psmexp.data.order); this callback adds
+the random number generators (torch CPU and CUDA, numpy, python), as they were when the checkpoint was written, and
+restores them when a checkpoint is loaded, before any batch of the resumed run is drawn.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+
+from psmexp.checkpoints import LAST
+
+
+def rng_states() -> dict:
+    """The generators' states, as tensors and numbers only (checkpoints stay loadable with weights_only=True)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ResumeCheckpoint(pl.callbacks.Checkpoint):
+    """A Checkpoint callback, so Lightning calls it after all other callbacks (their states, e.g. the LM damping
+    updated at the end of validation, are then current); psmexp.train puts it after ModelCheckpoint too (the best
+    checkpoint's bookkeeping it saves then names the file the best one really is)."""
+
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = None):
+        if every_n_train_steps is not None and (not isinstance(every_n_train_steps, int) or every_n_train_steps < 1):
+            raise ValueError(f"callbacks.resume_checkpoint.every_n_train_steps={every_n_train_steps!r}: must be a "
+                             f"positive integer or null")
+        self.path = Path(dirpath) / LAST
+        self.every_n_train_steps = every_n_train_steps
+        self._requested = False
+        self._previous_step = None
+
+    def save_now(self) -> None:
+        """Ask for last.ckpt at the next step boundary (the end of the current optimizer step or epoch)."""
+        self._requested = True
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._requested = False
+
+    def on_train_start(self, trainer, pl_module):
+        self._previous_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        stepped = trainer.global_step != self._previous_step   # False inside a gradient accumulation cycle
+        self._previous_step = trainer.global_step
+        requested = self._requested
+        if trainer.world_size > 1:
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        due = requested or (self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0)
+        # the epoch's last batch: the end-of-epoch checkpoint follows (after validation)
+        if stepped and due and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._save(trainer)
+
+    def _saves_after_validation(self, trainer: pl.Trainer) -> bool:
+        """Does validation run at the end of this epoch (then last.ckpt is written after it)?"""
+        num_val_batches = trainer.num_val_batches
+        num_val_batches = sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches
+        return (trainer.enable_validation and num_val_batches > 0 and trainer.val_check_interval == 1.0
+                and (trainer.current_epoch + 1) % (trainer.check_val_every_n_epoch or 1) == 0)
+
+    def on_validation_end(self, trainer, pl_module):
+        if (not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING
+                and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and self._saves_after_validation(trainer)):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self._saves_after_validation(trainer):
+            self._save(trainer)
+
+    def state_dict(self) -> dict:
+        return {"rng": rng_states()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        set_rng_states(state_dict["rng"])

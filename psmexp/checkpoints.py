@@ -1,0 +1,71 @@
+"""Checkpoint files: atomic writes, and the choice of the checkpoint a re-run resumes from.
+
+Every checkpoint a run writes goes through `AtomicCheckpointIO` (a Lightning CheckpointIO plugin that psmexp.train
+installs): the checkpoint is written to `<name>.tmp` beside its final path, flushed to disk, then renamed over it
+(os.replace is atomic on POSIX), so a run killed during a write leaves the previous file intact (and a stale .tmp,
+overwritten by the next write).
+
+`resume_checkpoint(dir)` picks the file to resume from: `last.ckpt` (the newest state, written by
+psmexp.callbacks.resume.ResumeCheckpoint) if it is readable, else the newest other readable `*.ckpt` of the
+directory (a warning names both files); when checkpoints exist but none is readable it raises, naming them all.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or not _is_local_file_protocol(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+
+
+class UnreadableCheckpoints(RuntimeError):
+    pass
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint's contents, tensors memory-mapped (cheap even for large files); raises if it cannot be read."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
+def logged_step(checkpoint: dict) -> int:
+    """The step the loggers were at when `checkpoint` was written (Lightning's `_batches_that_stepped`)."""
+    return int(checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"])
+
+
+def resume_checkpoint(directory: Path) -> tuple[Path, int] | None:
+    """(path, logged step) of the checkpoint to resume from, or None when `directory` holds no checkpoint."""
+    files = sorted(directory.glob("*.ckpt"), key=lambda p: (p.name != LAST, -p.stat().st_mtime)) \
+        if directory.is_dir() else []
+    failures = []
+    for path in files:
+        try:
+            step = logged_step(read_checkpoint(path))
+        except Exception as error:  # noqa: BLE001 - any failure to read means "not resumable from here"
+            failures.append(f"{path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            continue
+        if failures:
+            log.warning("Resuming from %s: the newer checkpoint(s) %s could not be read", path, "; ".join(failures))
+        return path, step
+    if failures:
+        raise UnreadableCheckpoints(f"cannot resume: no checkpoint in {directory} is readable: {'; '.join(failures)}. "
+                                    f"Delete them to start afresh, or set resume=false.")
+    return None
