@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -42,7 +43,9 @@ class UnreadableCheckpoints(RuntimeError):
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The checkpoint's contents, tensors memory-mapped (cheap even for large files); raises if it cannot be read."""
+    """The checkpoint's contents, tensors memory-mapped (cheap even for large files); raises if it cannot be read
+    (a truncated file: zipfile.BadZipFile)."""
+    zipfile.ZipFile(path).close()
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
 

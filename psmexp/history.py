@@ -1,7 +1,9 @@
 """HistoryLogger: every logged metric appended as one JSON line to `<run dir>/history.jsonl`.
 
-Unlike Lightning's CSVLogger, it never truncates an existing file, so a resumed run (same run dir, from last.ckpt)
-keeps its curves; `psmexp-report` reads this file, keeping the last value logged for each (metric, step).
+Unlike Lightning's CSVLogger, it keeps an existing file, so a resumed run (same run dir, from a checkpoint) keeps its
+curves: given `resume_step`, the step the loggers were at when that checkpoint was written, it first drops the rows
+logged after it (steps > resume_step, which the resumed run logs again), so the file holds one value per
+(metric, step). `psmexp-report` reads this file.
 """
 from __future__ import annotations
 
@@ -17,9 +19,17 @@ FILENAME = "history.jsonl"
 class HistoryLogger(Logger):
     def __init__(self, run_dir: str | Path, resume_step: int | None = None):
         super().__init__()
-        self.resume_step = resume_step
         self.path = Path(run_dir) / FILENAME
+        self.resume_step = resume_step
         self._file = None
+
+    def _drop_rows_after_resume_step(self) -> None:
+        lines = self.path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if (json.loads(line).get("step") or 0) <= self.resume_step]
+        if len(kept) < len(lines):
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(self.path)
 
     @property
     def name(self) -> str:
@@ -46,6 +56,9 @@ class HistoryLogger(Logger):
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.resume_step is not None and self.path.is_file():
+                self._drop_rows_after_resume_step()
+            self.resume_step = None   # once: the file is reopened after fit for the test rows
             self._file = open(self.path, "a", buffering=1)  # line-buffered: each row reaches the file at once
         self._file.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
 

@@ -74,9 +74,10 @@ class LMDamping(pl.Callback):
             logger.log_metrics({"pnp/lambda": self.value}, step=trainer.global_step)
 
     def on_fit_start(self, trainer, pl_module):
-        if self.value is None:          # not restored from a checkpoint
+        if self.value is None:          # a fresh run; a resumed one restored its value (and logged it before)
             self.value = self.initial_value()
-        self._publish(trainer, pl_module)
+            self._publish(trainer, pl_module)
+        pl_module.damping = self.value
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.rule == "milestones":

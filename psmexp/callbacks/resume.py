@@ -1,9 +1,8 @@
 """ResumeCheckpoint: `checkpoints/last.ckpt` always holds the newest training state, and checkpoints carry the RNGs.
 
 When it writes last.ckpt:
-    - at the end of every epoch, after its validation (or at the end of the training epoch when no validation runs
-      then), whichever checkpoint is the best on the validation loss (that one is ModelCheckpoint's, for
-      `test_ckpt: best`);
+    - at the end of every training epoch (after its validation), whichever checkpoint is the best on the validation
+      loss (that one is ModelCheckpoint's, for `test_ckpt: best`);
     - every `every_n_train_steps` optimizer steps when set (for long epochs); never in the middle of a gradient
       accumulation cycle;
     - at the next step boundary after `save_now()` was called: safe to call from a signal handler (it only sets a
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.trainer.states import TrainerFn
 
 from psmexp.checkpoints import LAST
 
@@ -82,21 +80,8 @@ class ResumeCheckpoint(pl.callbacks.Checkpoint):
         if stepped and due and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self._save(trainer)
 
-    def _saves_after_validation(self, trainer: pl.Trainer) -> bool:
-        """Does validation run at the end of this epoch (then last.ckpt is written after it)?"""
-        num_val_batches = trainer.num_val_batches
-        num_val_batches = sum(num_val_batches) if isinstance(num_val_batches, list) else num_val_batches
-        return (trainer.enable_validation and num_val_batches > 0 and trainer.val_check_interval == 1.0
-                and (trainer.current_epoch + 1) % (trainer.check_val_every_n_epoch or 1) == 0)
-
-    def on_validation_end(self, trainer, pl_module):
-        if (not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING
-                and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch and self._saves_after_validation(trainer)):
-            self._save(trainer)
-
     def on_train_epoch_end(self, trainer, pl_module):
-        if not self._saves_after_validation(trainer):
-            self._save(trainer)
+        self._save(trainer)   # after the epoch's validation and after the other callbacks' epoch-end updates
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}

@@ -1,0 +1,171 @@
+"""Resume from the newest state: real runs SIGKILLed at several moments (tests/killer.py), then re-run in the same run
+directory, must end exactly as a run that was never killed (deterministic digits MLP on CPU), with one history value
+per (metric, step); unreadable checkpoints fall back to the newest readable one."""
+import collections
+import json
+import logging
+
+import pytest
+import torch
+
+from conftest import cli, train
+from psmexp.checkpoints import AtomicCheckpointIO, UnreadableCheckpoints, resume_checkpoint
+from psmexp.data.order import EpochOrder, epoch_permutation
+from psmexp.history import HistoryLogger, read_history
+
+# 3 epochs of 21 steps; last.ckpt every 5 steps and after every epoch; a cosine LR schedule (per epoch) and LM damping
+# (state in its callback) must continue exactly.
+COMMON = ["trainer.max_epochs=3", "deterministic=true", "threads=1", "sched=cosine", "callbacks=[default,lm_damping]",
+          "callbacks.lm_damping.lambda0=1.0", "callbacks.lm_damping.eigenvalues=null", "callbacks.lm_damping.factor=0.5",
+          "callbacks.resume_checkpoint.every_n_train_steps=5"]
+
+
+def history_rows(run_dir) -> dict:
+    """{(metric, step): value}; fails on a (metric, step) that appears twice."""
+    values, counts = {}, collections.Counter()
+    for line in (run_dir / "history.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        step = row.pop("step")
+        for key, value in row.items():
+            values[key, step] = value
+            counts[key, step] += 1
+    assert not [key for key, n in counts.items() if n > 1], "duplicated (metric, step) rows"
+    return values
+
+
+def checkpoint_step(path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+
+
+@pytest.fixture(scope="module")
+def never_killed(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("never_killed") / "run"
+    _, metrics = train(COMMON, run_dir)
+    return metrics, history_rows(run_dir)
+
+
+def kill_and_resume(run_dir, killer: list[str]):
+    args = [f"hydra.run.dir={run_dir}", *COMMON]
+    killed = cli(args + [f"+callbacks.killer._target_=killer.{killer[0]}", *[f"+callbacks.killer.{k}" for k in killer[1:]]])
+    assert killed.returncode == -9, killed.stderr[-2000:]                       # SIGKILL
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "running"
+    assert not (run_dir / "metrics.json").exists()
+    newest = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
+    resumed = cli(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "completed" and status["resumed_from"].endswith("last.ckpt")
+    return newest, resumed
+
+
+@pytest.mark.parametrize("killer, newest_step", [
+    (["KillAtStep", "step=48"], 45),        # mid-epoch 2 (3 batches into it): from the step-45 checkpoint
+    (["KillInValidation", "epoch=1"], 40),  # during epoch 1's validation: from the step-40 checkpoint
+])
+def test_killed_run_resumes_from_the_newest_state_and_ends_as_if_never_killed(tmp_path, never_killed, killer,
+                                                                              newest_step):
+    run_dir = tmp_path / "run"
+    newest, _ = kill_and_resume(run_dir, killer)
+    assert newest == newest_step
+    metrics, history = never_killed
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert history_rows(run_dir) == history
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killer, newest_step", [
+    (["KillAtEpoch", "epoch=2"], 42),                                      # at an epoch start: from the epoch's end
+    (["KillDuringCheckpointWrite", "epoch=1", "dirpath=${paths.output_dir}/checkpoints"], 40),  # last.ckpt of epoch 1
+])
+def test_killed_run_resumes_exactly_slow(tmp_path, never_killed, killer, newest_step):
+    run_dir = tmp_path / "run"
+    if killer[0] == "KillDuringCheckpointWrite":
+        args = [f"hydra.run.dir={run_dir}", *COMMON]
+        killed = cli(args + [f"+callbacks.killer._target_=killer.{killer[0]}", *[f"+callbacks.killer.{k}" for k in killer[1:]]])
+        assert killed.returncode == -9
+        assert (run_dir / "checkpoints" / "last.ckpt.tmp").is_file()            # killed while writing
+        assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == newest_step  # the previous one, intact
+        assert cli(args).returncode == 0
+    else:
+        newest, _ = kill_and_resume(run_dir, killer)
+        assert newest == newest_step
+    metrics, history = never_killed
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert history_rows(run_dir) == history
+
+
+def test_unreadable_last_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [f"hydra.run.dir={run_dir}", "trainer.max_epochs=3", "threads=1"]
+    assert cli(args + ["+callbacks.killer._target_=killer.KillAtEpoch", "+callbacks.killer.epoch=2"]).returncode == -9
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])             # a truncated zip
+    resumed = cli(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    best = run_dir / "checkpoints" / "epoch001.ckpt"
+    assert f"Resuming from {best}: the newer checkpoint(s) {last} (BadZipFile: " in resumed.stdout
+    assert json.loads((run_dir / "status.json").read_text())["resumed_from"] == str(best)
+    epoch_at = dict(read_history(run_dir)["epoch"])
+    assert [int(epoch_at[s]) for s, _ in read_history(run_dir)["val/loss"]] == [0, 1, 2]
+
+
+def test_no_readable_checkpoint_stops_naming_the_files(tmp_path):
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    for name in ("last.ckpt", "epoch003.ckpt"):
+        (directory / name).write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(UnreadableCheckpoints, match=r"last\.ckpt .*; .*epoch003\.ckpt .*resume=false"):
+        resume_checkpoint(directory)
+    with pytest.raises(UnreadableCheckpoints):
+        train(["trainer.max_epochs=1", "threads=1"], tmp_path)   # the run dir holding those checkpoints
+    assert resume_checkpoint(tmp_path / "nothing") is None
+
+
+def test_readable_fallback_is_the_newest_other_file_with_a_warning(tmp_path, caplog):
+    state = {"loops": {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 7}}}}
+    torch.save(state, tmp_path / "epoch000.ckpt")
+    torch.save({**state, "loops": {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 9}}}},
+               tmp_path / "epoch001.ckpt")
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        assert resume_checkpoint(tmp_path) == (tmp_path / "epoch001.ckpt", 9)
+    assert str(tmp_path / "last.ckpt") in caplog.text and str(tmp_path / "epoch001.ckpt") in caplog.text
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_file_intact(tmp_path):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, path)
+    with pytest.raises(Exception):
+        AtomicCheckpointIO().save_checkpoint({"step": 2, "unpicklable": lambda: None}, path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+
+
+def test_train_order_depends_on_seed_and_epoch_only_and_resumes_mid_epoch():
+    order = EpochOrder(10, seed=3)
+    order.set_epoch(2)
+    epoch2 = list(order)
+    assert sorted(epoch2) == list(range(10)) and epoch2 == epoch_permutation(10, 3, 2).tolist()
+    assert epoch2 != epoch_permutation(10, 3, 1).tolist() and epoch2 != epoch_permutation(10, 4, 2).tolist()
+    order.resume_at(2, 4)
+    assert list(order) == epoch2[4:] and len(order) == 10
+    order.set_epoch(3)
+    assert list(order) == epoch_permutation(10, 3, 3).tolist()   # the skip applies to the resumed epoch only
+
+
+def test_history_drops_rows_logged_after_the_resumed_checkpoint(tmp_path):
+    first = HistoryLogger(tmp_path)
+    for step in range(6):
+        first.log_metrics({"train/loss": float(step)}, step)
+    first.finalize("killed")
+    resumed = HistoryLogger(tmp_path, resume_step=3)
+    resumed.log_metrics({"train/loss": 40.0}, 4)
+    resumed.finalize("success")
+    resumed.log_metrics({"test/loss": 1.0}, 5)                           # reopened after fit: nothing dropped again
+    resumed.finalize("success")
+    assert read_history(tmp_path) == {"train/loss": [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)],
+                                      "test/loss": [(5, 1.0)]}
+
+
+def test_bad_step_interval_names_the_key(run_dir):
+    with pytest.raises(Exception, match=r"callbacks.resume_checkpoint.every_n_train_steps=0"):
+        train(["callbacks.resume_checkpoint.every_n_train_steps=0"], run_dir)
