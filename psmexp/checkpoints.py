@@ -22,6 +22,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
+HISTORY_KEY = "psmexp_history"   # psmexp.history.history_position() when the checkpoint was written
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -49,25 +50,20 @@ def read_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
 
 
-def logged_step(checkpoint: dict) -> int:
-    """The step the loggers were at when `checkpoint` was written (Lightning's `_batches_that_stepped`)."""
-    return int(checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"])
-
-
-def resume_checkpoint(directory: Path) -> tuple[Path, int] | None:
-    """(path, logged step) of the checkpoint to resume from, or None when `directory` holds no checkpoint."""
+def resume_checkpoint(directory: Path) -> tuple[Path, dict | None] | None:
+    """(path, history position) of the checkpoint to resume from, or None when `directory` holds no checkpoint."""
     files = sorted(directory.glob("*.ckpt"), key=lambda p: (p.name != LAST, -p.stat().st_mtime)) \
         if directory.is_dir() else []
     failures = []
     for path in files:
         try:
-            step = logged_step(read_checkpoint(path))
+            history = read_checkpoint(path).get(HISTORY_KEY)
         except Exception as error:  # noqa: BLE001 - any failure to read means "not resumable from here"
             failures.append(f"{path} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
             continue
         if failures:
             log.warning("Resuming from %s: the newer checkpoint(s) %s could not be read", path, "; ".join(failures))
-        return path, step
+        return path, history
     if failures:
         raise UnreadableCheckpoints(f"cannot resume: no checkpoint in {directory} is readable: {'; '.join(failures)}. "
                                     f"Delete them to start afresh, or set resume=false.")

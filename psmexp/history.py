@@ -1,9 +1,12 @@
 """HistoryLogger: every logged metric appended as one JSON line to `<run dir>/history.jsonl`.
 
 Unlike Lightning's CSVLogger, it keeps an existing file, so a resumed run (same run dir, from a checkpoint) keeps its
-curves: given `resume_step`, the step the loggers were at when that checkpoint was written, it first drops the rows
-logged after it (steps > resume_step, which the resumed run logs again), so the file holds one value per
-(metric, step). `psmexp-report` reads this file.
+curves. Checkpoints record where the history was when they were written (`history_position`: the file's size and the
+step the next training batch logs at; psmexp.callbacks.resume.ResumeCheckpoint stores it). A logger given that
+position drops, before it writes, the rows written after the checkpoint at steps the resumed run logs again (steps
+>= that next step), and keeps the others (e.g. epoch-end rows logged at an earlier step just after the checkpoint,
+which a resumed run does not repeat): the file then holds one value per (metric, step), the same as a run that was
+never interrupted. `psmexp-report` reads this file.
 """
 from __future__ import annotations
 
@@ -17,18 +20,24 @@ FILENAME = "history.jsonl"
 
 
 class HistoryLogger(Logger):
-    def __init__(self, run_dir: str | Path, resume_step: int | None = None):
+    def __init__(self, run_dir: str | Path, resume: dict | None = None):
         super().__init__()
         self.path = Path(run_dir) / FILENAME
-        self.resume_step = resume_step
+        self.resume = resume     # history_position() of the checkpoint the run resumes from
         self._file = None
 
-    def _drop_rows_after_resume_step(self) -> None:
-        lines = self.path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if (json.loads(line).get("step") or 0) <= self.resume_step]
-        if len(kept) < len(lines):
+    def size(self) -> int:
+        """Bytes written so far (every row complete: the file is line-buffered)."""
+        return self.path.stat().st_size if self.path.is_file() else 0
+
+    def _drop_rows_logged_again(self) -> None:
+        data = self.path.read_bytes()
+        offset, next_step = self.resume["offset"], self.resume["next_step"]
+        later = data[offset:].decode().splitlines(keepends=True)
+        kept = [line for line in later if (json.loads(line)["step"] or 0) < next_step]
+        if len(kept) < len(later):
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(kept))
+            tmp.write_bytes(data[:offset] + "".join(kept).encode())
             tmp.replace(self.path)
 
     @property
@@ -56,9 +65,9 @@ class HistoryLogger(Logger):
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.resume_step is not None and self.path.is_file():
-                self._drop_rows_after_resume_step()
-            self.resume_step = None   # once: the file is reopened after fit for the test rows
+            if self.resume is not None and self.path.is_file():
+                self._drop_rows_logged_again()
+            self.resume = None   # once: the file is reopened after fit for the test rows
             self._file = open(self.path, "a", buffering=1)  # line-buffered: each row reaches the file at once
         self._file.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
 
@@ -67,6 +76,17 @@ class HistoryLogger(Logger):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def history_position(trainer) -> dict | None:
+    """Where the history is now, for a checkpoint: {"offset": bytes written, "next_step": the step the next training
+    batch logs at (Lightning's logging step; +1 inside on_train_batch_end, where it is not yet incremented)}."""
+    logger = next((lg for lg in trainer.loggers if isinstance(lg, HistoryLogger)), None)
+    if logger is None:
+        return None
+    loop = trainer.fit_loop.epoch_loop
+    inside_batch_end = loop.batch_progress.current.processed > loop.batch_progress.current.completed
+    return {"offset": logger.size(), "next_step": loop._batches_that_stepped + int(inside_batch_end)}
 
 
 def read_history(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

@@ -41,9 +41,9 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def build(cfg: DictConfig, run_dir: Path, resume_step: int | None = None):
-    """Instantiate (datamodule, task, trainer) from a composed config; `resume_step`: the logged step of the
-    checkpoint the run resumes from (the history drops what was logged after it)."""
+def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None):
+    """Instantiate (datamodule, task, trainer) from a composed config; `resume_history`: the history position stored in
+    the checkpoint the run resumes from (psmexp.history)."""
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task, model=instantiate(cfg.model), loss=instantiate(cfg.loss),
                        optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched))
@@ -54,7 +54,7 @@ def build(cfg: DictConfig, run_dir: Path, resume_step: int | None = None):
                                   f"option defines (select it, e.g. {group}=[default,{name}], or drop the keys)")
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     callbacks.sort(key=lambda callback: isinstance(callback, ResumeCheckpoint))   # last (stable sort)
-    loggers = [HistoryLogger(run_dir, resume_step)] + [instantiate(node) for node in (cfg.logger or {}).values() if node]
+    loggers = [HistoryLogger(run_dir, resume_history)] + [instantiate(node) for node in (cfg.logger or {}).values() if node]
     # Checkpointing is what the callbacks group says: without a checkpoint node, no checkpoint is written.
     checkpointing = any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks)
     plugins = [instantiate(node) for node in cfg.trainer.get("plugins") or []] + [AtomicCheckpointIO()]
@@ -85,7 +85,7 @@ def run(cfg: DictConfig) -> float | None:
     resume = resume_checkpoint(run_dir / CHECKPOINTS) if cfg.resume else None
     ckpt_path = str(resume[0]) if resume else None
     if ckpt_path:
-        log.info("Resuming from %s (logged step %d)", ckpt_path, resume[1])
+        log.info("Resuming from %s", ckpt_path)
     datamodule, task, trainer = build(cfg, run_dir, resume[1] if resume else None)
     write_json(run_dir / "status.json", {"status": "running", "resumed_from": ckpt_path})
     try:

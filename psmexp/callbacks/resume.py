@@ -11,18 +11,21 @@ Writes are atomic (psmexp.checkpoints.AtomicCheckpointIO). Lightning's checkpoin
 optimizer (hyperoptimizer stacks included), LR schedulers, callbacks' states (LM damping), loops (global step, epoch,
 batch position) and the data module's state (the train order's position, psmexp.data.order); this callback adds
 the random number generators (torch CPU and CUDA, numpy, python), as they were when the checkpoint was written, and
-restores them when a checkpoint is loaded, before any batch of the resumed run is drawn.
+restores them when a checkpoint is loaded, before any batch of the resumed run is drawn; and where history.jsonl was
+(psmexp.history.history_position), so that the resumed run's history has no replayed rows twice.
 """
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from psmexp.checkpoints import LAST
+from psmexp.checkpoints import HISTORY_KEY, LAST
+from psmexp.history import history_position
 
 
 def rng_states() -> dict:
@@ -56,15 +59,22 @@ class ResumeCheckpoint(pl.callbacks.Checkpoint):
         self.path = Path(dirpath) / LAST
         self.every_n_train_steps = every_n_train_steps
         self._requested = False
+        self._then = None
         self._previous_step = None
 
-    def save_now(self) -> None:
-        """Ask for last.ckpt at the next step boundary (the end of the current optimizer step or epoch)."""
+    def save_now(self, then: Callable[[], None] | None = None) -> None:
+        """Ask for last.ckpt at the next step boundary (the end of the current optimizer step, or of the epoch);
+        `then` is called right after that checkpoint is written (e.g. to exit for a requeue). Only sets flags: safe
+        in a signal handler."""
+        self._then = then
         self._requested = True
 
     def _save(self, trainer: pl.Trainer) -> None:
         trainer.save_checkpoint(self.path)
-        self._requested = False
+        then, requested = self._then, self._requested
+        self._then, self._requested = None, False
+        if requested and then is not None:
+            then()
 
     def on_train_start(self, trainer, pl_module):
         self._previous_step = trainer.global_step
@@ -82,6 +92,9 @@ class ResumeCheckpoint(pl.callbacks.Checkpoint):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self._save(trainer)   # after the epoch's validation and after the other callbacks' epoch-end updates
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        checkpoint[HISTORY_KEY] = history_position(trainer)
 
     def state_dict(self) -> dict:
         return {"rng": rng_states()}

@@ -20,8 +20,8 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class EpochOrder(Sampler[int]):
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
-        self.n, self.seed, self.shuffle = n, seed, shuffle
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
         self.epoch = 0
         self.resume_epoch, self.resume_items = None, 0
 
@@ -33,7 +33,7 @@ class EpochOrder(Sampler[int]):
         self.resume_epoch, self.resume_items = epoch, items
 
     def __iter__(self):
-        order = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else torch.arange(self.n)
+        order = epoch_permutation(self.n, self.seed, self.epoch)
         skip = self.resume_items if self.epoch == self.resume_epoch else 0
         return iter(order[skip:].tolist())
 

@@ -4,12 +4,15 @@ per (metric, step); unreadable checkpoints fall back to the newest readable one.
 import collections
 import json
 import logging
+from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from conftest import cli, train
-from psmexp.checkpoints import AtomicCheckpointIO, UnreadableCheckpoints, resume_checkpoint
+from psmexp.callbacks.resume import ResumeCheckpoint
+from psmexp.checkpoints import HISTORY_KEY, AtomicCheckpointIO, UnreadableCheckpoints, resume_checkpoint
 from psmexp.data.order import EpochOrder, epoch_permutation
 from psmexp.history import HistoryLogger, read_history
 
@@ -44,18 +47,22 @@ def never_killed(tmp_path_factory):
     return metrics, history_rows(run_dir)
 
 
-def kill_and_resume(run_dir, killer: list[str]):
-    args = [f"hydra.run.dir={run_dir}", *COMMON]
-    killed = cli(args + [f"+callbacks.killer._target_=killer.{killer[0]}", *[f"+callbacks.killer.{k}" for k in killer[1:]]])
+def kill(run_dir, killer: list[str]) -> None:
+    """Run COMMON in a subprocess with the killer callback `killer[0]` (tests/killer.py) and its arguments."""
+    killed = cli([f"hydra.run.dir={run_dir}", *COMMON, f"+callbacks.killer._target_=killer.{killer[0]}",
+                  *[f"+callbacks.killer.{arg}" for arg in killer[1:]]])
     assert killed.returncode == -9, killed.stderr[-2000:]                       # SIGKILL
     assert json.loads((run_dir / "status.json").read_text())["status"] == "running"
     assert not (run_dir / "metrics.json").exists()
-    newest = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
-    resumed = cli(args)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+def resume_and_compare(run_dir, never_killed) -> None:
+    """Re-run the same job in the same run dir (in-process): it resumes and ends as the run that was never killed."""
+    _, metrics = train(COMMON, run_dir)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "completed" and status["resumed_from"].endswith("last.ckpt")
-    return newest, resumed
+    assert metrics == never_killed[0]
+    assert history_rows(run_dir) == never_killed[1]
 
 
 @pytest.mark.parametrize("killer, newest_step", [
@@ -65,45 +72,40 @@ def kill_and_resume(run_dir, killer: list[str]):
 def test_killed_run_resumes_from_the_newest_state_and_ends_as_if_never_killed(tmp_path, never_killed, killer,
                                                                               newest_step):
     run_dir = tmp_path / "run"
-    newest, _ = kill_and_resume(run_dir, killer)
-    assert newest == newest_step
-    metrics, history = never_killed
-    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
-    assert history_rows(run_dir) == history
+    kill(run_dir, killer)
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == newest_step
+    resume_and_compare(run_dir, never_killed)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("killer, newest_step", [
-    (["KillAtEpoch", "epoch=2"], 42),                                      # at an epoch start: from the epoch's end
-    (["KillDuringCheckpointWrite", "epoch=1", "dirpath=${paths.output_dir}/checkpoints"], 40),  # last.ckpt of epoch 1
-])
-def test_killed_run_resumes_exactly_slow(tmp_path, never_killed, killer, newest_step):
+def test_killed_at_an_epoch_start_resumes_from_the_previous_epoch_end(tmp_path, never_killed):
     run_dir = tmp_path / "run"
-    if killer[0] == "KillDuringCheckpointWrite":
-        args = [f"hydra.run.dir={run_dir}", *COMMON]
-        killed = cli(args + [f"+callbacks.killer._target_=killer.{killer[0]}", *[f"+callbacks.killer.{k}" for k in killer[1:]]])
-        assert killed.returncode == -9
-        assert (run_dir / "checkpoints" / "last.ckpt.tmp").is_file()            # killed while writing
-        assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == newest_step  # the previous one, intact
-        assert cli(args).returncode == 0
-    else:
-        newest, _ = kill_and_resume(run_dir, killer)
-        assert newest == newest_step
-    metrics, history = never_killed
-    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
-    assert history_rows(run_dir) == history
+    kill(run_dir, ["KillAtEpoch", "epoch=2"])
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 42
+    resume_and_compare(run_dir, never_killed)
 
 
-def test_unreadable_last_checkpoint_falls_back_to_the_previous_one(tmp_path):
+@pytest.mark.slow
+def test_killed_during_a_checkpoint_write_resumes_from_the_previous_intact_checkpoint(tmp_path, never_killed):
     run_dir = tmp_path / "run"
-    args = [f"hydra.run.dir={run_dir}", "trainer.max_epochs=3", "threads=1"]
-    assert cli(args + ["+callbacks.killer._target_=killer.KillAtEpoch", "+callbacks.killer.epoch=2"]).returncode == -9
+    # killed while writing epoch 1's first last.ckpt (step 25)
+    kill(run_dir, ["KillDuringCheckpointWrite", "epoch=1", "dirpath=${paths.output_dir}/checkpoints"])
+    assert (run_dir / "checkpoints" / "last.ckpt.tmp").is_file()
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 21     # the previous one (end of epoch 0), intact
+    resume_and_compare(run_dir, never_killed)
+
+
+def test_unreadable_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    args = ["trainer.max_epochs=3", "threads=1"]
+    assert cli([f"hydra.run.dir={run_dir}", *args, "+callbacks.killer._target_=killer.KillAtEpoch",
+                "+callbacks.killer.epoch=2"]).returncode == -9
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])             # a truncated zip
-    resumed = cli(args)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with caplog.at_level(logging.WARNING):
+        train(args, run_dir)
     best = run_dir / "checkpoints" / "epoch001.ckpt"
-    assert f"Resuming from {best}: the newer checkpoint(s) {last} (BadZipFile: " in resumed.stdout
+    assert f"Resuming from {best}: the newer checkpoint(s) {last} (BadZipFile: " in caplog.text
     assert json.loads((run_dir / "status.json").read_text())["resumed_from"] == str(best)
     epoch_at = dict(read_history(run_dir)["epoch"])
     assert [int(epoch_at[s]) for s, _ in read_history(run_dir)["val/loss"]] == [0, 1, 2]
@@ -122,13 +124,11 @@ def test_no_readable_checkpoint_stops_naming_the_files(tmp_path):
 
 
 def test_readable_fallback_is_the_newest_other_file_with_a_warning(tmp_path, caplog):
-    state = {"loops": {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 7}}}}
-    torch.save(state, tmp_path / "epoch000.ckpt")
-    torch.save({**state, "loops": {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 9}}}},
-               tmp_path / "epoch001.ckpt")
+    torch.save({HISTORY_KEY: {"offset": 10, "next_step": 7}}, tmp_path / "epoch000.ckpt")
+    torch.save({HISTORY_KEY: {"offset": 20, "next_step": 9}}, tmp_path / "epoch001.ckpt")
     (tmp_path / "last.ckpt").write_bytes(b"")
     with caplog.at_level(logging.WARNING):
-        assert resume_checkpoint(tmp_path) == (tmp_path / "epoch001.ckpt", 9)
+        assert resume_checkpoint(tmp_path) == (tmp_path / "epoch001.ckpt", {"offset": 20, "next_step": 9})
     assert str(tmp_path / "last.ckpt") in caplog.text and str(tmp_path / "epoch001.ckpt") in caplog.text
 
 
@@ -152,20 +152,43 @@ def test_train_order_depends_on_seed_and_epoch_only_and_resumes_mid_epoch():
     assert list(order) == epoch_permutation(10, 3, 3).tolist()   # the skip applies to the resumed epoch only
 
 
-def test_history_drops_rows_logged_after_the_resumed_checkpoint(tmp_path):
+def test_history_drops_the_rows_a_resumed_run_logs_again(tmp_path):
     first = HistoryLogger(tmp_path)
-    for step in range(6):
+    for step in range(4):
         first.log_metrics({"train/loss": float(step)}, step)
+    position = {"offset": first.size(), "next_step": 4}                 # a checkpoint written here
+    first.log_metrics({"train/loss_epoch": 1.5}, 3)                     # after it, at an earlier step: kept
+    first.log_metrics({"train/loss": 4.0}, 4)                           # after it, logged again by the resumed run
     first.finalize("killed")
-    resumed = HistoryLogger(tmp_path, resume_step=3)
+    resumed = HistoryLogger(tmp_path, resume=position)
     resumed.log_metrics({"train/loss": 40.0}, 4)
     resumed.finalize("success")
     resumed.log_metrics({"test/loss": 1.0}, 5)                           # reopened after fit: nothing dropped again
     resumed.finalize("success")
     assert read_history(tmp_path) == {"train/loss": [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)],
-                                      "test/loss": [(5, 1.0)]}
+                                      "train/loss_epoch": [(3, 1.5)], "test/loss": [(5, 1.0)]}
 
 
 def test_bad_step_interval_names_the_key(run_dir):
     with pytest.raises(Exception, match=r"callbacks.resume_checkpoint.every_n_train_steps=0"):
         train(["callbacks.resume_checkpoint.every_n_train_steps=0"], run_dir)
+
+
+class AskForCheckpoint(pl.Callback):
+    """What a signal handler does: ResumeCheckpoint.save_now() during step 7 (before its optimizer step); the
+    callback given to save_now records the step of the last.ckpt just written."""
+
+    def __init__(self, record: str):
+        self.record = Path(record)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 7:
+            resume = next(c for c in trainer.callbacks if isinstance(c, ResumeCheckpoint))
+            resume.save_now(then=lambda: self.record.write_text(str(checkpoint_step(resume.path))))
+
+
+def test_save_now_writes_last_checkpoint_at_the_next_step_boundary(run_dir):
+    record = run_dir.parent / "saved_step.txt"
+    train(["trainer.max_epochs=1", "threads=1", "+callbacks.asker._target_=test_core_resume.AskForCheckpoint",
+           f"+callbacks.asker.record={record}"], run_dir)
+    assert record.read_text() == "8"                                     # right after step 7's optimizer step

@@ -4,7 +4,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from conftest import cli, compose_config, train
+from conftest import compose_config, train
 from psmexp.config import ConfigError
 from psmexp.history import read_history
 
@@ -85,23 +85,6 @@ def test_momentum_tutorial_preset_is_a_multirun_of_the_four_cases(run_dir):
     case2 = compose_config(["paper=momentum_tutorial", f"experiment={cases[1]}"], run_dir)
     assert OmegaConf.to_container(case2.model.start) == [0.0, -0.5]
     assert (case2.optim.lr, case2.optim.momentum, case2.data.steps) == (0.02, 0.99, 1024)
-
-
-def test_resume_after_kill_continues_epochs_and_metrics(tmp_path):
-    run = tmp_path / "run"
-    args = [f"hydra.run.dir={run}", "trainer.max_epochs=4", "+callbacks.killer._target_=killer.KillAtEpoch",
-            "+callbacks.killer.epoch=2"]
-    killed = cli(args)
-    assert killed.returncode != 0 and json.loads((run / "status.json").read_text())["status"] == "running"
-    assert not (run / "metrics.json").exists()
-    resumed = cli(args[:2])
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    status = json.loads((run / "status.json").read_text())
-    assert status["status"] == "completed" and status["resumed_from"].endswith("last.ckpt")
-    history = read_history(run)
-    epoch_at = dict(history["epoch"])
-    val_steps = [s for s, _ in history["val/loss"]]
-    assert [int(epoch_at[s]) for s in val_steps] == [0, 1, 2, 3]  # epochs 0-1 before the kill, 2-3 after
 
 
 def test_keys_of_an_unselected_callback_are_a_clear_error(run_dir):
