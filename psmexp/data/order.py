@@ -1,12 +1,16 @@
 """EpochOrder: the training order as a function of (seed, epoch), so that a resumed run sees the same data order.
 
 Epoch e visits the items in the order of a permutation drawn from a generator seeded with the seed sequence
-(seed, e) (numpy's SeedSequence: independent streams for every pair), whatever ran before it; Lightning calls
-`set_epoch(e)` at the start of each epoch (also on resume). A run resumed in the middle of epoch e skips the
-`resume_items` items its previous life had already trained on (`resume_at`), so the remaining batches are the same
-ones, in the same order, as in a run that was never interrupted.
+(seed, e) (numpy's SeedSequence: independent streams for every pair), whatever ran before it. The epoch is read from
+the trainer when an epoch's iteration starts (not from Lightning's `set_epoch`, which Lightning calls after it drew
+the first batch of a resumed run, and not on a sampler it wrapped for DDP). A run resumed in the middle of epoch e
+skips the items its previous life had already trained on, so the remaining batches are the same ones, in the same
+order, as in a run that was never interrupted. Under DDP (Lightning shards the batches with its own seeded
+DistributedSampler) the order is still a function of (seed, epoch), but a run resumed mid-epoch restarts that epoch.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,55 +24,44 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class EpochOrder(Sampler[int]):
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed = n, seed
-        self.epoch = 0
-        self.resume_epoch, self.resume_items = None, 0
+    """range(n) in epoch_permutation(n, seed, epoch()) order; epoch `resume_epoch` skips its first `resume_items`."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume_at(self, epoch: int, items: int) -> None:
-        """Epoch `epoch` starts after its first `items` items (those a previous run trained on before its checkpoint)."""
-        self.resume_epoch, self.resume_items = epoch, items
+    def __init__(self, n: int, seed: int, epoch: Callable[[], int], resume_epoch: int | None = None,
+                 resume_items: int = 0):
+        self.n, self.seed, self.epoch = n, seed, epoch
+        self.resume_epoch, self.resume_items = resume_epoch, resume_items
 
     def __iter__(self):
-        order = epoch_permutation(self.n, self.seed, self.epoch)
-        skip = self.resume_items if self.epoch == self.resume_epoch else 0
-        return iter(order[skip:].tolist())
+        epoch = self.epoch()
+        skip = self.resume_items if epoch == self.resume_epoch else 0
+        return iter(epoch_permutation(self.n, self.seed, epoch)[skip:].tolist())
 
     def __len__(self) -> int:
         return self.n
 
 
-class EpochBatches(BatchSampler):
-    """Batches of an EpochOrder, for loaders that take a batch sampler as their sampler (whole-batch indexing):
-    Lightning calls set_epoch on a loader's sampler only, so this passes it on."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-
 class ResumableOrder:
     """Mixin for LightningDataModules with `seed` and `batch_size` whose train loader draws from `train_order(n)`
-    (item sampler) or `train_batches(n)` (batch sampler):
-    checkpoints hold the train loader's position (the epoch and the number of batches of it trained before the
-    checkpoint), and a resumed run's loader starts there. Lightning saves `state_dict()` in every checkpoint and
-    calls `load_state_dict` before it builds the loaders; it draws the first batch of a resumed run before it calls
-    `set_epoch`, hence the order starts at the saved epoch itself."""
+    (item sampler) or `train_batches(n)` (batch sampler): checkpoints hold the train loader's position (the epoch and
+    the number of its batches trained before the checkpoint; Lightning saves `state_dict()` in every checkpoint and
+    calls `load_state_dict` before it builds the loaders), and a resumed run's loader starts there."""
 
     _resume_position: tuple[int, int] | None = None
 
-    def train_order(self, n: int) -> EpochOrder:
-        order = EpochOrder(n, self.seed)
-        if self._resume_position is not None:
-            epoch, batches = self._resume_position
-            order.set_epoch(epoch)
-            order.resume_at(epoch, batches * self.batch_size)
-        return order
+    def _current_epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        epoch = trainer.current_epoch if trainer is not None else 0
+        # resumed at an epoch's end, Lightning draws the next epoch's first batch before it counts that epoch done
+        return max(epoch, self._resume_position[0]) if self._resume_position else epoch
 
-    def train_batches(self, n: int) -> EpochBatches:
-        return EpochBatches(self.train_order(n), self.batch_size, drop_last=False)
+    def train_order(self, n: int) -> EpochOrder:
+        if self._resume_position is None or self.trainer.world_size > 1:
+            return EpochOrder(n, self.seed, self._current_epoch)
+        epoch, batches = self._resume_position
+        return EpochOrder(n, self.seed, self._current_epoch, epoch, batches * self.batch_size)
+
+    def train_batches(self, n: int) -> BatchSampler:
+        return BatchSampler(self.train_order(n), self.batch_size, drop_last=False)
 
     def state_dict(self) -> dict:
         trainer = getattr(self, "trainer", None)

@@ -141,15 +141,15 @@ def test_a_failed_checkpoint_write_leaves_the_previous_file_intact(tmp_path):
 
 
 def test_train_order_depends_on_seed_and_epoch_only_and_resumes_mid_epoch():
-    order = EpochOrder(10, seed=3)
-    order.set_epoch(2)
+    epoch = [2]
+    order = EpochOrder(10, 3, lambda: epoch[0])
     epoch2 = list(order)
-    assert sorted(epoch2) == list(range(10)) and epoch2 == epoch_permutation(10, 3, 2).tolist()
+    assert sorted(epoch2) == list(range(10)) and epoch2 == epoch_permutation(10, 3, 2).tolist() == list(order)
     assert epoch2 != epoch_permutation(10, 3, 1).tolist() and epoch2 != epoch_permutation(10, 4, 2).tolist()
-    order.resume_at(2, 4)
-    assert list(order) == epoch2[4:] and len(order) == 10
-    order.set_epoch(3)
-    assert list(order) == epoch_permutation(10, 3, 3).tolist()   # the skip applies to the resumed epoch only
+    resumed = EpochOrder(10, 3, lambda: epoch[0], resume_epoch=2, resume_items=4)
+    assert list(resumed) == epoch2[4:] and len(resumed) == 10
+    epoch[0] = 3
+    assert list(resumed) == epoch_permutation(10, 3, 3).tolist()   # the skip applies to the resumed epoch only
 
 
 def test_history_drops_the_rows_a_resumed_run_logs_again(tmp_path):
