@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from psmexp import CONF_DIR
 from psmexp.callbacks.resume import ResumeCheckpoint
-from psmexp.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from psmexp.checkpoints import AtomicCheckpointIO, UnreadableCheckpoints, resume_checkpoint
 from psmexp.config import ConfigError, flatten, validate
 from psmexp.history import HistoryLogger
 
@@ -54,7 +54,8 @@ def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None):
                                   f"option defines (select it, e.g. {group}=[default,{name}], or drop the keys)")
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     callbacks.sort(key=lambda callback: isinstance(callback, ResumeCheckpoint))   # last (stable sort)
-    loggers = [HistoryLogger(run_dir, resume_history)] + [instantiate(node) for node in (cfg.logger or {}).values() if node]
+    loggers = [HistoryLogger(run_dir, resume_history)]
+    loggers += [instantiate(node) for node in (cfg.logger or {}).values() if node]
     # Checkpointing is what the callbacks group says: without a checkpoint node, no checkpoint is written.
     checkpointing = any(isinstance(c, pl.callbacks.Checkpoint) for c in callbacks)
     plugins = [instantiate(node) for node in cfg.trainer.get("plugins") or []] + [AtomicCheckpointIO()]
@@ -82,7 +83,11 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True)
-    resume = resume_checkpoint(run_dir / CHECKPOINTS) if cfg.resume else None
+    try:
+        resume = resume_checkpoint(run_dir / CHECKPOINTS) if cfg.resume else None
+    except UnreadableCheckpoints as error:
+        write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}"})
+        raise
     ckpt_path = str(resume[0]) if resume else None
     if ckpt_path:
         log.info("Resuming from %s", ckpt_path)

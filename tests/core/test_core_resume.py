@@ -19,8 +19,8 @@ from psmexp.history import HistoryLogger, read_history
 # 3 epochs of 21 steps; last.ckpt every 5 steps and after every epoch; a cosine LR schedule (per epoch) and LM damping
 # (state in its callback) must continue exactly.
 COMMON = ["trainer.max_epochs=3", "deterministic=true", "threads=1", "sched=cosine", "callbacks=[default,lm_damping]",
-          "callbacks.lm_damping.lambda0=1.0", "callbacks.lm_damping.eigenvalues=null", "callbacks.lm_damping.factor=0.5",
-          "callbacks.resume_checkpoint.every_n_train_steps=5"]
+          "callbacks.lm_damping.lambda0=1.0", "callbacks.lm_damping.eigenvalues=null",
+          "callbacks.lm_damping.factor=0.5", "callbacks.resume_checkpoint.every_n_train_steps=5"]
 
 
 def history_rows(run_dir) -> dict:
@@ -47,18 +47,18 @@ def never_killed(tmp_path_factory):
     return metrics, history_rows(run_dir)
 
 
-def kill(run_dir, killer: list[str]) -> None:
-    """Run COMMON in a subprocess with the killer callback `killer[0]` (tests/killer.py) and its arguments."""
-    killed = cli([f"hydra.run.dir={run_dir}", *COMMON, f"+callbacks.killer._target_=killer.{killer[0]}",
+def kill(run_dir, killer: list[str], args: list[str] = COMMON) -> None:
+    """Run `args` in a subprocess with the killer callback `killer[0]` (tests/killer.py) and its arguments."""
+    killed = cli([f"hydra.run.dir={run_dir}", *args, f"+callbacks.killer._target_=killer.{killer[0]}",
                   *[f"+callbacks.killer.{arg}" for arg in killer[1:]]])
     assert killed.returncode == -9, killed.stderr[-2000:]                       # SIGKILL
     assert json.loads((run_dir / "status.json").read_text())["status"] == "running"
     assert not (run_dir / "metrics.json").exists()
 
 
-def resume_and_compare(run_dir, never_killed) -> None:
+def resume_and_compare(run_dir, never_killed, args: list[str] = COMMON) -> None:
     """Re-run the same job in the same run dir (in-process): it resumes and ends as the run that was never killed."""
-    _, metrics = train(COMMON, run_dir)
+    _, metrics = train(args, run_dir)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "completed" and status["resumed_from"].endswith("last.ckpt")
     assert metrics == never_killed[0]
@@ -95,6 +95,15 @@ def test_killed_during_a_checkpoint_write_resumes_from_the_previous_intact_check
     resume_and_compare(run_dir, never_killed)
 
 
+@pytest.mark.slow
+def test_hyperoptimizer_run_killed_mid_epoch_ends_as_if_never_killed(tmp_path):
+    args = [a for a in COMMON if not a.startswith("sched=")] + ["optim=hyper"]
+    _, metrics = train(args, tmp_path / "never_killed")
+    run_dir = tmp_path / "run"
+    kill(run_dir, ["KillAtStep", "step=48"], args)
+    resume_and_compare(run_dir, (metrics, history_rows(tmp_path / "never_killed")), args)
+
+
 def test_unreadable_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
     run_dir = tmp_path / "run"
     args = ["trainer.max_epochs=3", "threads=1"]
@@ -120,6 +129,8 @@ def test_no_readable_checkpoint_stops_naming_the_files(tmp_path):
         resume_checkpoint(directory)
     with pytest.raises(UnreadableCheckpoints):
         train(["trainer.max_epochs=1", "threads=1"], tmp_path)   # the run dir holding those checkpoints
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "failed" and "epoch003.ckpt" in status["error"]
     assert resume_checkpoint(tmp_path / "nothing") is None
 
 
