@@ -67,7 +67,8 @@ def resume_and_compare(run_dir, never_killed, args: list[str] = COMMON) -> None:
 
 @pytest.mark.parametrize("killer, newest_step", [
     (["KillAtStep", "step=48"], 45),        # mid-epoch 2 (3 batches into it): from the step-45 checkpoint
-    (["KillInValidation", "epoch=1"], 40),  # during epoch 1's validation: from the step-40 checkpoint
+    pytest.param(["KillInValidation", "epoch=1"], 40,  # during epoch 1's validation: from the step-40 checkpoint
+                 marks=pytest.mark.slow),
 ])
 def test_killed_run_resumes_from_the_newest_state_and_ends_as_if_never_killed(tmp_path, never_killed, killer,
                                                                               newest_step):
