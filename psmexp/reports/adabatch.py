@@ -1,4 +1,4 @@
-"""psmexp-report layouts for the AdaBatch thesis presets (ch. 4, figs. 4.2-4.4) and finite-horizon Adam (ch. 5).
+"""psmexp-report layouts for the AdaBatch thesis presets (ch. 4, figs. 4.2-4.4).
 
     psmexp-report outputs/multirun/<sweep>      # the preset's `report.layout` names one of the functions below
 
@@ -17,8 +17,6 @@ from their common parent directory.
 - fig43: samples/s and the training time until the target is first reached, per (task.algorithm, task.workers); the
   target metric is `report.target_metric` (default val/loss) and the target `report.target` (default 1.01 x the
   final value of the sequential run, hogwild with 1 worker).
-- adam_finite_horizon: per (experiment, trainer.max_epochs), mean ± std over seeds of the last epoch's train loss,
-  the gradient norm averaged over the last 10% of the steps, and the test loss.
 
 With `report.plot: true` (set in the fig44 / fig42 presets) fig44 and fig42 also write their figure as
 `<sweep dir>/<preset>.png`, the sweep dir being the common parent of the runs, and name the file in their text.
@@ -30,21 +28,7 @@ import os
 import statistics
 from pathlib import Path
 
-from psmexp.history import read_history
-from psmexp.report import Record, render
-
-
-def completed(records: list[Record]) -> list[Record]:
-    return [r for r in records if r.status == "completed"]
-
-
-def curve(record: Record, metric: str, against: str = "step") -> list[tuple[float, float]]:
-    """[(x, value)] of `metric` in step order; x is the step, or the value of `against` logged at the same step."""
-    history = read_history(record.run_dir)
-    if against == "step":
-        return list(history.get(metric, []))
-    index = dict(history.get(against, []))
-    return [(index[step], value) for step, value in history.get(metric, []) if step in index]
+from psmexp.report import Record, completed, curve, mean_and_spread, render, report_option
 
 
 def finite(value) -> float:
@@ -68,11 +52,6 @@ def best_step_size(records: list[Record], keys: list[str], score) -> dict[tuple,
 def mean_of(runs: list[Record], metric: str) -> float:
     """Mean over seeds of a final metric; a non-finite or missing value makes it inf."""
     return statistics.fmean(finite(r.metrics.get(metric)) for r in runs)
-
-
-def report_option(records: list[Record], key: str, default=None):
-    value = (records[0].config.get("report") or {}).get(key)
-    return default if value is None else value
 
 
 def plot_file(records: list[Record], name: str) -> Path | None:
@@ -114,7 +93,7 @@ def fig44(records: list[Record], args: dict) -> str:
             if (method, size) in best:
                 lr, group = best[(method, size)]
                 errors = [finite(r.metrics.get("test/error")) for r in group]
-                spread = f" ± {statistics.stdev(errors):.4f}" if len(group) > 1 else ""
+                spread = f" ± {mean_and_spread(errors)[1]:.4f}" if len(group) > 1 else ""
                 cell = (f"{mean_of(group, 'test/error'):.4f}{spread} ({mean_of(group, 'test/loss'):.4f}; "
                         f"{mean_of(group, 'train/objective'):.4f}) [{lr}]")
             row[f"{method.removeprefix('adabatch_')}: test error (test loss; train F) [lr]"] = cell
@@ -186,29 +165,3 @@ def fig43(records: list[Record], args: dict) -> str:
                      f"final {metric}": f"{run.metrics[metric]:.4f}",
                      "final test/error": f"{run.metrics['test/error']:.4f}"})
     return f"target {metric}: {target:.4f}\n" + render(rows, args.get("fmt", "md"))
-
-
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
-
-
-def adam_finite_horizon(records: list[Record], args: dict) -> str:
-    groups: dict[tuple, list[Record]] = {}
-    for run in completed(records):
-        groups.setdefault((run.value("experiment"), run.value("trainer.max_epochs")), []).append(run)
-    rows = []
-    for (name, epochs), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        losses, norms, steps = [], [], 0
-        for run in group:
-            norm = curve(run, "grad/norm")
-            if not norm:
-                raise ValueError(f"{run.run_dir}: history.jsonl has no grad/norm")
-            steps = int(norm[-1][0]) + 1
-            norms.append(statistics.mean(v for s, v in norm if s >= 0.9 * steps))
-            loss = curve(run, "train/loss")
-            losses.append(statistics.mean(v for _, v in loss[-max(1, len(loss) // epochs):]))
-        rows.append({"optimizer": name, "epochs": epochs, "steps N (last logged + 1)": steps,
-                     "train loss (last epoch)": mean_std(losses),
-                     "grad norm (mean over the last 10% of steps, logged every 10)": mean_std(norms),
-                     "test loss": mean_std([r.metrics["test/loss"] for r in group])})
-    return render(rows, args.get("fmt", "md"))

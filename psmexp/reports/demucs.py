@@ -10,28 +10,20 @@ args["fmt"] (md, csv or latex):
 """
 from __future__ import annotations
 
-import math
-import statistics
-
-from psmexp.report import group, paper_rows, render
+from psmexp.report import completed, group, mean_spread, paper_rows, render
 
 SOURCES = ("drums", "bass", "other", "vocals")
 ABLATION_PREFIX = "demucs_ablation_"
 
 
 def mean_ci(values: list[float], digits: int = 2) -> str:
-    """'mean ± std/sqrt(n)' (just the mean for a single value)."""
-    if not values:
-        return ""
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values) / math.sqrt(len(values)):.{digits}f}"
+    """'mean ± std/sqrt(n)' (just the mean for a single value, '-' for none)."""
+    return mean_spread(values, "sem", fmt=f".{digits}f", spread_fmt=f".{digits}f")
 
 
 def completed_by(records, key: str) -> list[tuple[str, list]]:
     """[(value of key, its completed runs)] sorted by value."""
-    groups = group([r for r in records if r.status == "completed"], [key])
+    groups = group(completed(records), [key])
     return sorted((value, runs) for (value,), runs in groups.items())
 
 

@@ -1,4 +1,4 @@
-"""psmexp-report with the AdaBatch / Adam layouts (psmexp.reports.adabatch) on small fake run directories."""
+"""psmexp-report with the AdaBatch / Adam layouts (psmexp.reports.adabatch, .adam) on small fake run directories."""
 import json
 
 import pytest
@@ -13,7 +13,8 @@ def fake_run(root, name, layout, choices, config, metrics, history=(), status="c
     """A run dir as psmexp.train leaves it: .hydra/{config,hydra,overrides}.yaml, status, metrics, history."""
     run = root / name
     (run / ".hydra").mkdir(parents=True)
-    config = {**config, "report": {"layout": f"psmexp.reports.adabatch.{layout}", "by": [], "metrics": [], **options}}
+    layout = layout if "." in layout else f"psmexp.reports.adabatch.{layout}"
+    config = {**config, "report": {"layout": layout, "by": [], "metrics": [], **options}}
     OmegaConf.save(OmegaConf.create(config), run / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": choices}}}), run / ".hydra" / "hydra.yaml")
     OmegaConf.save(OmegaConf.create([f"{k}={v}" for k, v in choices.items()]), run / ".hydra" / "overrides.yaml")
@@ -123,7 +124,7 @@ def test_adam_finite_horizon_mean_std_over_seeds(tmp_path):
     for seed, (norm, loss, test) in enumerate([(1.0, 0.3, 0.5), (3.0, 0.5, 0.7)]):
         history = [{"step": s, "grad/norm": 9.0 if s < 15 else norm} for s in (0, 5, 10, 15)]
         history += [{"step": s, "train/loss": 9.0 if s < 10 else loss} for s in (4, 9, 14, 19)]
-        fake_run(tmp_path, str(seed), "adam_finite_horizon", {"experiment": "adam_finite_horizon_fh"},
+        fake_run(tmp_path, str(seed), "psmexp.reports.adam.adam_finite_horizon", {"experiment": "adam_finite_horizon_fh"},
                  {"trainer": {"max_epochs": 2}, "seed": seed}, {"test/loss": test}, history)
     lines = report(tmp_path).splitlines()
     assert lines[0].startswith("| optimizer | epochs | steps N (last logged + 1) | train loss (last epoch) |")

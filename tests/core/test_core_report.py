@@ -2,7 +2,7 @@ import json
 
 from omegaconf import OmegaConf
 
-from psmexp.report import join_paper, mean_std, paper_rows, render, report
+from psmexp.report import join_paper, mean_spread, paper_rows, render, report
 
 
 def fake_run(root, name, optim, model, seed, metrics, status="completed"):
@@ -21,9 +21,13 @@ def fake_run(root, name, optim, model, seed, metrics, status="completed"):
     (run / "history.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def test_mean_std_and_non_finite():
-    assert mean_std([1.0, 3.0]) == "2 ± 1.4"
-    assert mean_std([1.0, float("nan")]) == "1/2 non-finite"
+def test_mean_spread_kinds_formats_and_non_finite():
+    assert mean_spread([1.0, 3.0]) == "2 ± 1.4"                                     # sample std sqrt(2)
+    assert mean_spread([1.0, 2.0, 3.0], "sem", fmt=".2f", spread_fmt=".2f") == "2.00 ± 0.58"   # 1 / sqrt(3)
+    assert mean_spread([0.5], fmt=".4f") == "0.5000"
+    assert mean_spread([0.5], fmt=".4f", spread_fmt=".4f", show_zero=True) == "0.5000 ± 0.0000"
+    assert mean_spread([]) == "-"
+    assert mean_spread([1.0, float("nan")]) == "1/2 non-finite"
 
 
 def test_report_groups_seeds_joins_the_paper_table_and_plots(tmp_path):

@@ -3,12 +3,11 @@ import json
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from psmexp.optim.hyper import HyperStack
-from psmexp.report import report
-from psmexp.reports.hyper_clipping import clipping_table, collect, read_paper_table
-from conftest import CONF_DIR, cli, compose_config, train
+from psmexp.report import collect, completed, report
+from psmexp.reports.hyper_clipping import clipping_table, flat_record, read_paper_table
+from conftest import cli, compose_config, train
 
 PRESETS = {1: ("sgd", "mlp", "mnist", 30), 2: ("adam", "mlp", "mnist", 5), 3: ("adagrad", "mlp", "mnist", 30),
            4: ("rmsprop", "mlp", "mnist", 5), 5: ("adam", "cnn", "cifar10", 5)}
@@ -38,12 +37,12 @@ def test_presets_compose_with_the_reports_settings(table, tmp_path):
     primary, model, data, epochs = PRESETS[table]
     for name, expected_data, expected_epochs in ((f"hyper_table{table}", data, epochs),
                                                  (f"hyper_table{table}_mini", "digits", None)):
-        cfg = compose_config([f"paper={name}"], tmp_path)
+        cfg = compose_config([f"paper={name}"], tmp_path, hydra=True)
         assert cfg.optim.primary.name == primary and cfg.optim.secondary.name == "sgd"
         assert cfg.model._target_.endswith("cnn.CNN" if model == "cnn" else "mlp.MLP")
         assert cfg.data._target_.split(".")[-2] == expected_data
         assert cfg.task.on_nonfinite == "skip" and cfg.test_ckpt == "last"
-        params = OmegaConf.load(CONF_DIR / "paper" / f"{name}.yaml").hydra.sweeper.params
+        params = cfg.hydra.sweeper.params   # a _mini preset states only its differences from the full one
         assert params["optim.secondary.clip"] == "null,averaged_norm" and params.seed == "0,1,2"
         alphas = {float(a) for a in params["optim.secondary.lr"].split(",")}
         paper, _ = read_paper_table(cfg.report.paper_table)
@@ -65,7 +64,10 @@ def test_clipping_table_marks_rows_and_shows_the_report_beside():
     assert lines[3] == "| **50** | **85.00 ± 7.07** | **4.00 ± 0.00** | 2 / 2 | 7.81 | 3.91 |"
     assert "Primary alone (alpha = 0): 10.00 ± 0.82." in table and "Report's baseline: SGD alone 8.96." in table
     rows = clipping_table(records, fmt="csv").splitlines()
+    assert rows[0] == "alpha,no_clip_mean,no_clip_std,clip_mean,clip_std,runs_no_clip,runs_clip,clip_helps"
     assert rows[1].startswith("0.0,10.0,") and rows[3].endswith(",True")
+    latex = clipping_table(records, "hyper_table1_sgd_sgd_mnist.csv", fmt="latex")
+    assert r"\textbf{50} & \textbf{85.00 $\pm$ 7.07} & \textbf{4.00 $\pm$ 0.00} & 2 / 2 & 7.81 & 3.91 \\" in latex
     with pytest.raises(KeyError, match="test/error"):
         clipping_table([{"optim.secondary.lr": 1.0}])
 
@@ -76,8 +78,9 @@ def test_mini_preset_runs_and_reports(tmp_path):
     result = cli(["paper=hyper_table2_mini", "debug=fast", f"hydra.sweep.dir={sweep}",
                   "hydra.sweeper.params={optim.secondary.lr:'0,1e-3',optim.secondary.clip:'null,averaged_norm',seed:0}"])
     assert result.returncode == 0, result.stderr[-3000:]
-    records = collect([sweep])
+    records = [flat_record(r) for r in completed(collect(sweep))]
     assert len(records) == 4
     table = clipping_table(records, records[0]["report.paper_table"])
     assert "| 0.001 |" in table and "| 4.71 | 3.35 |" in table
     assert report(sweep).startswith(table)   # psmexp-report through the preset's report.layout hook
+    assert report(sweep, fmt="latex").startswith(r"\begin{tabular}")

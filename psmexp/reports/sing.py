@@ -1,5 +1,7 @@
 """Table 2.1 layout for psmexp-report (preset key ``report.layout``): SING runs -> the thesis' five rows.
 
+    psmexp-pipeline sing_table21_mini     # the eight chained runs, then psmexp-report <out_dir> with this layout
+
 A completed run is a row of Table 2.1 when it is a final stage: ``task.stage=autoencoder`` gives
 "autoencoder", ``task.stage=sing`` gives "sing" (or "sing_no_time_embedding" when ``model.time_dim=0``);
 stage-2 (lstm) runs are intermediate and left out. ``loss=mse`` is the "waveform" training loss (eq. 2.1),
@@ -8,7 +10,7 @@ followed by the thesis' value in parentheses.
 """
 from __future__ import annotations
 
-from psmexp.report import mean_std, paper_rows, render
+from psmexp.report import completed, mean_spread, paper_rows, render
 
 LOSS_NAMES = {"mse": "waveform", "log_spectral": "spectral"}
 METRICS = ("spectral_train", "spectral_test", "wav_mse_train", "wav_mse_test")
@@ -28,8 +30,8 @@ def row_of(record) -> tuple[str, str] | None:
 def table21(records, options: dict) -> str:
     paper = {(r["model"], r["training_loss"]): r for r in paper_rows("sing_table21")}
     groups: dict[tuple[str, str], list] = {}
-    for record in records:
-        key = row_of(record) if record.status == "completed" else None
+    for record in completed(records):
+        key = row_of(record)
         if key is not None:
             groups.setdefault(key, []).append(record)
     rows = []
@@ -37,7 +39,7 @@ def table21(records, options: dict) -> str:
         runs = groups[key]
         row = {"model": key[0], "training_loss": key[1], "runs": str(len(runs))}
         for metric in METRICS:
-            ours = mean_std([r.metrics[f"test/{metric}"] for r in runs if f"test/{metric}" in r.metrics])
+            ours = mean_spread([r.metrics[f"test/{metric}"] for r in runs if f"test/{metric}" in r.metrics])
             row[metric] = f"{ours} ({paper.get(key, {}).get(metric) or 'N/A'})"
         rows.append(row)
     return "Ours (thesis Table 2.1 in parentheses):\n\n" + render(rows, options.get("fmt", "md"))
