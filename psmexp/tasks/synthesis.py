@@ -61,7 +61,7 @@ class SynthesisTask(Task):
             raise ValueError(f"task.stage={stage!r}; allowed: {', '.join(STAGES)}")
         if stage != "autoencoder" and not init_from:
             raise ValueError(f"task.stage={stage} starts from the previous stage: set task.init_from to its "
-                             "checkpoint (scripts/sing_table21.py chains the stages)")
+                             "checkpoint (psmexp-pipeline sing_table21 chains the stages)")
         if stage == "lstm" and scheduler and scheduler.get("scheduler") is not None:
             raise ValueError("task.stage=lstm steps its optimizer per chunk by hand; it takes no scheduler "
                              "(sched=none)")

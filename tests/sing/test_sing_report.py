@@ -1,4 +1,4 @@
-"""Table 2.1 layout of psmexp-report, and the stage driver end to end (slow)."""
+"""Table 2.1 layout of psmexp-report, and the sing_table21_mini pipeline end to end at a debug size (slow)."""
 import os
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from psmexp.report import Record
-from psmexp.tasks.synthesis_report import row_of, table21
+from psmexp.reports.sing import row_of, table21
 
 
 def record(stage, loss, time_dim=4, status="completed", spectral=0.1):
@@ -32,14 +32,16 @@ def test_table_averages_seeds_and_shows_the_thesis_value():
 
 
 @pytest.mark.slow
-def test_driver_runs_the_whole_table(tmp_path):
+def test_pipeline_runs_the_whole_table(tmp_path):
     root = Path(__file__).parents[2]
     env = {**os.environ, "PYTHONPATH": str(root), "PSMEXP_DATA": str(tmp_path / "data")}
-    args = ["paper=sing_table21_mini", "debug=fast", "model.channels=8", "model.hidden_size=8", "model.dimension=4",
-            "data.num_instruments=2", "data.pitches_per_instrument=10", "data.num_samples=2048",
-            "data.eval_train_size=4", "--epochs-scale", "0.01", "--out", str(tmp_path / "out")]
-    done = subprocess.run([sys.executable, str(root / "scripts" / "sing_table21.py"), *args], cwd=root, env=env,
+    train_args = ["debug=fast", "model.channels=8", "model.hidden_size=8", "model.dimension=4",
+                  "data.num_instruments=2", "data.pitches_per_instrument=10", "data.num_samples=2048",
+                  "data.eval_train_size=4"]
+    args = ["sing_table21_mini", f"out_dir={tmp_path / 'out'}", "epochs.autoencoder=1", "epochs.lstm=1",
+            "epochs.sing=1", "train_args=[" + ",".join(f"'{a}'" for a in train_args) + "]"]
+    done = subprocess.run([sys.executable, "-m", "psmexp.pipeline", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    text = (tmp_path / "out" / "table21.md").read_text()
-    assert text.count("| 1 |") == 5 and "sing_no_time_embedding" in text
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    text = (tmp_path / "out" / "logs" / "report.log").read_text()
+    assert text.count("| 1 |") == 5 and "sing_no_time_embedding" in text and text in done.stdout
