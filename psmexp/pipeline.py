@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -132,7 +131,7 @@ def start(out_dir: Path, step: dict) -> tuple[subprocess.Popen, float]:
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"[{step['name']}] psmexp-{step['run']} {' '.join(step['args'])}  (log: {log})", flush=True)
     with open(log, "w") as handle:
-        process = subprocess.Popen(command(step), stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+        process = subprocess.Popen(command(step), stdout=handle, stderr=subprocess.STDOUT)
     return process, time.perf_counter()
 
 
@@ -155,16 +154,20 @@ def finish(out_dir: Path, step: dict, process: subprocess.Popen, started: float)
 
 
 def run_steps(out_dir: Path, steps: list[dict]) -> None:
-    """Start every unfinished step of `steps` at once; wait for all; a failure stops the others."""
-    running = [(step, *start(out_dir, step)) for step in steps if not is_done(out_dir, step)]
+    """Start every unfinished step of `steps` at once and wait for them; the first failure stops the others (they
+    resume on the next run: training from last.ckpt, precompute from its shards)."""
+    running = {step["name"]: (step, *start(out_dir, step)) for step in steps if not is_done(out_dir, step)}
     try:
-        for step, process, started in running:
-            finish(out_dir, step, process, started)
+        while running:
+            for name, (step, process, started) in list(running.items()):
+                if process.poll() is not None:
+                    del running[name]
+                    finish(out_dir, step, process, started)
+            time.sleep(0.2 if running else 0)
     finally:
-        for _, process, _ in running:
-            if process.poll() is None:
-                process.terminate()
-                process.wait()
+        for _, process, _ in running.values():
+            process.terminate()
+            process.wait()
 
 
 def run(spec: dict) -> str | None:

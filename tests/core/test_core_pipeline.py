@@ -5,6 +5,7 @@ The runner is tested with a stand-in command (tests/pipeline_step.py) in place o
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,18 @@ def test_a_failing_step_stops_the_chain_and_a_rerun_resumes_there(fake):
     assert len(words(fake)) == 5 and words(fake)[3:] == ["two", "summary"]   # first, left, right not redone
 
 
+def test_a_failing_parallel_step_stops_its_sibling(fake, monkeypatch):
+    (pipeline.PIPELINE_DIR / "par.yaml").write_text(
+        "steps:\n  - name: both\n    parallel:\n"
+        "      - {name: slow, run: train, args: [-c, 'import time; time.sleep(60)']}\n"
+        "      - {name: bad, run: train, args: [-c, 'raise SystemExit(5)']}\n")
+    monkeypatch.setattr(pipeline, "command", lambda step: [sys.executable, *step["args"]])
+    started = time.perf_counter()
+    with pytest.raises(pipeline.StepFailed, match=r"step 'bad' failed \(exit 5\)"):
+        pipeline.run(pipeline.load("par", [f"out_dir={fake}"]))
+    assert time.perf_counter() - started < 30 and not (fake / "done" / "slow.json").exists()
+
+
 def test_overrides_reach_the_steps_and_changed_args_of_a_done_step_are_an_error(fake):
     spec = pipeline.load("chain_mini", [f"out_dir={fake}", "extra=[x,'k=v']"])
     assert spec["steps"][0]["args"] == [str(fake / "words.txt"), "uno", "x", "k=v"]   # a list spliced in
@@ -108,3 +121,29 @@ def test_the_shipped_pipelines_compose():
     last = [s for s in sing["steps"] if s["name"] == "sing_notime"][0]["args"]
     assert "paper=sing_table21_mini" in last and "trainer.max_epochs=2" in last and last[-1] == "seed=1"
     assert "task.init_from=outputs/pipelines/sing_table21_mini/lstm_notime/checkpoints/last.ckpt" in last
+
+
+def test_the_gcwd_mini_precompute_and_training_see_one_ftm_setting(tmp_path):
+    """The pipeline's precompute args and paper=gcwd_table1_mini compose the same data grid, synth and JTFS, and
+    training reads M where the precompute writes it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from psmexp import CONF_DIR
+
+    spec = pipeline.load("gcwd_table1_mini", ["ftm_args=['synth.n_samples=1024']"])
+    precompute_args = spec["steps"][0]["args"]
+    train_args = [a for a in spec["steps"][2]["parallel"][0]["args"] if not a.startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        pre = compose("precompute", overrides=precompute_args, return_hydra_config=True)
+        fit = compose("train", overrides=[*train_args, f"paths.output_dir={tmp_path}"])
+    HydraConfig.instance().set_config(pre)   # precompute's out_dir names the chosen perceptual option
+    out_dir = pre.out_dir
+    pre, fit = ({k: OmegaConf.to_container(c[k], resolve=True) for k in ("data", "synth", "perceptual")}
+                for c in (pre, fit))
+    assert pre["synth"] == fit["synth"] and pre["synth"]["n_samples"] == 1024
+    assert pre["perceptual"] == fit["perceptual"] and pre["perceptual"]["J"] == 5
+    grid = ("_target_", "data_dir", "total_size", "test_size", "bins", "interior_bins", "grid_seed")
+    assert {k: pre["data"][k] for k in grid} == {k: fit["data"][k] for k in grid}
+    assert fit["data"]["metric_dir"] == out_dir
