@@ -262,7 +262,8 @@ def layout_function(name: str):
     try:
         return get_method(name)
     except Exception as error:
-        raise FileNotFoundError(f"report.layout={name!r} cannot be imported ({error}); layouts live in "
+        reason = " ".join(str(error).split())
+        raise FileNotFoundError(f"report.layout={name!r} cannot be imported ({reason}); layouts live in "
                                 f"psmexp/reports/ (e.g. psmexp.reports.sing.table21): pass --layout") from error
 
 

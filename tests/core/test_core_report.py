@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 from psmexp.report import join_paper, mean_spread, paper_rows, render, report
@@ -47,3 +48,13 @@ def test_formats_and_paper_table_fallback():
     assert r"1 $\pm$ 0.1" in render(rows, "latex")
     paper = paper_rows("sing_table21")
     assert join_paper(rows, paper, ["optim"]) is None  # the paper table has no `optim` column: shown separately
+
+
+def test_a_layout_that_moved_is_a_clear_error_and_layout_overrides_it(tmp_path):
+    fake_run(tmp_path, "g0", "gcwd", "efficientnet_b0", 0, {"test/ploss": 0.02})
+    config = OmegaConf.load(tmp_path / "g0" / ".hydra" / "config.yaml")
+    config.report.layout = "psmexp.tasks.synthesis_report.table21"   # where the SING layout lived until 2026-11-25
+    OmegaConf.save(config, tmp_path / "g0" / ".hydra" / "config.yaml")
+    with pytest.raises(FileNotFoundError, match="report.layout='psmexp.tasks.synthesis_report.table21'.*--layout"):
+        report(tmp_path)
+    assert report(tmp_path, layout="psmexp.reports.sing.table21").startswith("Ours (thesis Table 2.1")
