@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -90,6 +91,24 @@ def read_wav(path: Path, sample_rate: int, num_samples: int) -> np.ndarray:
     if data.dtype == np.float32:
         return data
     raise ValueError(f"{path}: unsupported sample format {data.dtype} (int16 or float32)")
+
+
+def write_once(data_dir: Path, params_name: str, params: dict, write: Callable[[], None]) -> None:
+    """Write a generated bank into ``data_dir`` by ``write()`` unless it is there already; ``params`` (JSON) are
+    recorded in ``data_dir/params_name`` after the bank. A bank made with other params, or a foreign examples.json,
+    is an error: nothing is overwritten."""
+    params_file = Path(data_dir) / params_name
+    if params_file.is_file():
+        existing = json.loads(params_file.read_text())
+        if existing != params:
+            raise ValueError(f"{data_dir} holds a bank written with {existing}, not {params}: "
+                             "choose another data.data_dir")
+        return
+    if (Path(data_dir) / "examples.json").exists():
+        raise ValueError(f"{data_dir} already holds an examples.json without {params_name}: "
+                         "choose another data.data_dir")
+    write()
+    params_file.write_text(json.dumps(params))
 
 
 class NSynthNotes(Dataset):

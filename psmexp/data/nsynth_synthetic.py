@@ -21,7 +21,7 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import lfilter
 
-from psmexp.data.nsynth import NSYNTH_VELOCITIES, NSynthDataModule
+from psmexp.data.nsynth import NSYNTH_VELOCITIES, NSynthDataModule, write_once
 
 
 def instrument_traits(rng: np.random.Generator) -> dict:
@@ -102,16 +102,5 @@ class NSynthSyntheticDataModule(NSynthDataModule):
                        "num_samples": self.num_samples, "sample_rate": self.sample_rate, "seed": generator_seed}
 
     def prepare_data(self) -> None:
-        params_file = self.data_dir / "synthetic_params.json"
-        if params_file.is_file():
-            with open(params_file) as f:
-                existing = json.load(f)
-            if existing != self.params:
-                raise ValueError(f"{self.data_dir} holds a synthetic bank written with {existing}, not "
-                                 f"{self.params}: choose another data.data_dir")
-            return
-        if (self.data_dir / "examples.json").exists():
-            raise ValueError(f"{self.data_dir} already holds an examples.json not written by this generator")
-        write_synthetic_nsynth(self.data_dir, **self.params)
-        with open(params_file, "w") as f:
-            json.dump(self.params, f)
+        write_once(self.data_dir, "synthetic_params.json", self.params,
+                   lambda: write_synthetic_nsynth(self.data_dir, **self.params))
