@@ -29,6 +29,23 @@ def track_sdr(references: np.ndarray, estimates: np.ndarray, samplerate: int, wi
     return np.nanmedian(sdr, axis=1)
 
 
+def mixture_gap(mixture: np.ndarray, sources: np.ndarray, samplerate: int) -> dict:
+    """How far a track's mixture file is from the sum of its sources (MUSDB18 codes each stream separately in AAC).
+
+    mixture (T, C), sources (S, T, C). Returns ``sdr``: the museval SDR (as ``track_sdr``) of the mixture file
+    against the sum of the sources; ``snr``: 10 log10(|sum|^2 / |mixture - sum|^2) over the whole track;
+    ``ceiling`` (S,): ``track_sdr`` of the estimates source + (mixture - sum) / S, an oracle whose estimates add up
+    exactly to the mixture file, as the output of a separator that must explain its input does.
+    """
+    if sources.ndim != 3 or mixture.shape != sources.shape[1:]:
+        raise ValueError(f"mixture_gap: mixture {mixture.shape} must be (time, channels) of sources {sources.shape}")
+    total = sources.sum(axis=0)
+    residual = mixture - total
+    return {"sdr": float(track_sdr(total[None], mixture[None], samplerate)[0]),
+            "snr": float(10 * np.log10(np.sum(total ** 2) / np.sum(residual ** 2))),
+            "ceiling": track_sdr(sources, sources + residual / len(sources), samplerate)}
+
+
 def aggregate(per_track: list[np.ndarray], names: list[str]) -> dict[str, float]:
     """SiSec aggregation: median over tracks for each source, then mean over sources (key "all")."""
     if not per_track:
