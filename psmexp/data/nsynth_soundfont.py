@@ -1,9 +1,10 @@
 """Real sampled instruments in the NSynth layout: notes rendered from a General MIDI SoundFont with FluidSynth.
 
 The default SoundFont is FluidR3_GM (Debian ``fluid-soundfont-gm``, MIT licence): recorded samples of real
-instruments, played by the ``fluidsynth`` program (Debian ``fluidsynth``). Each note is made the way NSynth's were
-(Engel et al. 2017, "Neural Audio Synthesis of Musical Notes with WaveNet Autoencoders", Sec. 3): the key is held
-for 3 s and released, and the recording is cut at 4 s; every pitch at the five velocities 25, 50, 75, 100, 127.
+instruments, played by the ``fluidsynth`` program (Debian ``fluidsynth``). Each note is made the way the NSynth data
+set's were (Engel et al. 2017, "Neural Audio Synthesis of Musical Notes with WaveNet Autoencoders"; Defossez thesis
+Sec. 2.5.1): the key is held for 3 s and released, the recording is cut at 4 s, 16 kHz; every pitch at the five
+velocities 25, 50, 75, 100, 127.
 
 Rendering: one Standard MIDI File per instrument holds all its notes, one 4-s slot each (program change, note-on
 at the slot start, note-off 3 s later, "all sound off" (controller 120) at the slot end, so no release leaks into
@@ -17,7 +18,7 @@ are averaged to mono, resampled to ``sample_rate`` with scipy's anti-aliasing po
 
 ``instrument`` is the General MIDI program number, ``instrument_str`` = ``<family>_<source>_<program:03d>``,
 ``note_str`` = ``<instrument_str>-<pitch:03d>-<velocity:03d>`` (NSynth's naming). NSynth's ten note qualities were
-annotated by people; these notes are not annotated: ``qualities`` is all zeros and ``qualities_str`` empty.
+annotated by listeners and heuristics; these notes are not: ``qualities`` is all zeros and ``qualities_str`` empty.
 The bank is read by the unchanged NSynth reader (``psmexp.data.nsynth``), pitch-completion split included.
 """
 from __future__ import annotations
@@ -191,7 +192,6 @@ class NSynthSoundFontDataModule(NSynthDataModule):
         if self.num_samples > NOTE_SECONDS * self.sample_rate:
             raise ValueError(f"data.num_samples={self.num_samples}: the rendered notes are {NOTE_SECONDS} s "
                              f"({NOTE_SECONDS * self.sample_rate} samples)")
-        self.soundfont = soundfont
         self.settings = {"soundfont": str(soundfont), "instruments": instruments[:num_instruments],
                          "pitches_per_instrument": pitches_per_instrument, "sample_rate": self.sample_rate,
                          "gain": gain}
