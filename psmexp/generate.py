@@ -5,8 +5,8 @@
 
 ``--note INSTRUMENT:PITCH:VELOCITY`` takes the instrument index (0 .. data.num_instruments - 1, in the order
 of the sorted NSynth instrument ids), the MIDI pitch and the NSynth velocity (25, 50, 75, 100 or 127). The model
-is rebuilt from the run's ``.hydra/config.yaml`` (found in the checkpoint's directory or a parent), its weights
-read from the checkpoint's ``model.*`` entries.
+is rebuilt from the checkpoint alone (it carries its model config: psmexp.checkpoints.model_from_checkpoint);
+``--config`` names a run's ``.hydra/config.yaml`` for checkpoints written before psmexp stored the config.
 """
 from __future__ import annotations
 
@@ -15,34 +15,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy.io import wavfile
 
+from psmexp.checkpoints import model_from_checkpoint
 from psmexp.data.nsynth import NSYNTH_VELOCITIES
 from psmexp.models.sing import Sing
 
 
-def find_run_config(checkpoint: Path) -> Path:
-    """The ``.hydra/config.yaml`` of the run that wrote ``checkpoint``."""
-    for folder in checkpoint.resolve().parents:
-        candidate = folder / ".hydra" / "config.yaml"
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no .hydra/config.yaml in the folders above {checkpoint}; pass --config")
-
-
 def load_sing(checkpoint: str | Path, config: str | Path | None = None) -> Sing:
-    """Rebuild the configured model and load the checkpoint's weights (eval mode)."""
-    checkpoint = Path(checkpoint)
-    cfg = OmegaConf.load(config or find_run_config(checkpoint))
-    model = instantiate(cfg.model)
+    """The SING model of ``checkpoint`` (eval mode); ``config``: a run config whose ``model`` node to use instead of
+    the checkpoint's own."""
+    model_config = OmegaConf.to_container(OmegaConf.load(config).model, resolve=True) if config else None
+    model = model_from_checkpoint(checkpoint, model_config)
     if not isinstance(model, Sing):
         raise ValueError(f"{checkpoint}: the run's model is {type(model).__name__}, not Sing")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
-    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    return model.eval()
+    return model
 
 
 def parse_note(text: str) -> tuple[int, int, int]:
@@ -79,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--note", dest="notes", type=parse_note, action="append", required=True)
     parser.add_argument("--out-dir", type=Path, default=Path("generated"))
-    parser.add_argument("--config", type=Path, default=None, help="run config (default: found from checkpoint)")
+    parser.add_argument("--config", type=Path, default=None, help="a run's .hydra/config.yaml (default: the config the checkpoint carries)")
     parser.add_argument("--sample-rate", type=int, default=16000)
     args = parser.parse_args(argv)
     model = load_sing(args.checkpoint, args.config)

@@ -47,6 +47,7 @@ def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None):
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task, model=instantiate(cfg.model), loss=instantiate(cfg.loss),
                        optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched))
+    task.run_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "task")}
     for group in ("callbacks", "logger"):
         for name, node in (cfg[group] or {}).items():
             if node is not None and "_target_" not in node:

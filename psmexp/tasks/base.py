@@ -8,6 +8,9 @@ Optimizers arrive as partials (`_partial_: true` in YAML); an optimizer class th
 (e.g. finite-horizon Adam) also receives `total_steps`, the run's number of optimizer steps. The scheduler arrives as
 a dict `{scheduler: partial | None, monitor, interval, frequency}` whose keys other than `scheduler` go to Lightning
 unchanged.
+
+`run_config` (set by psmexp.train.build: the run's resolved `model` and `task` config) is written into every
+checkpoint, so a checkpoint rebuilds its model alone (psmexp.checkpoints.model_from_checkpoint).
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import functools
 
 import pytorch_lightning as pl
 import torch
+
+from psmexp.checkpoints import CONFIG_KEY
 
 NONFINITE_POLICIES = ("raise", "skip")
 
@@ -30,6 +35,11 @@ class Task(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.on_nonfinite = on_nonfinite
+        self.run_config: dict | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint[CONFIG_KEY] = self.run_config
 
     def forward(self, x):
         return self.model(x)

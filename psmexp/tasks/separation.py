@@ -57,6 +57,7 @@ class Separation(Task):
         self.val_losses = []
 
     def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
         checkpoint["best_val_loss"] = self.best_val
 
     def on_load_checkpoint(self, checkpoint):

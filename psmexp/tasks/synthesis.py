@@ -8,7 +8,8 @@
    LSTM state is carried over (detached) and the optimizer steps after each chunk.
 3. ``sing``: LSTM + decoder fine-tuned end to end with ``loss`` on whole sequences.
 
-``init_from`` is the checkpoint of the previous stage (a warm start of the weights, not a resume): stage 2 needs
+``init_from`` is the checkpoint of the previous stage (a warm start of the weights, not a resume; the checkpoint
+rebuilds its own model, psmexp.checkpoints.model_from_checkpoint): stage 2 needs
 the stage-1 encoder and decoder, stage 3 the stage-2 generator and decoder (and the encoder, kept frozen, so that its checkpoint is complete). Batches come from
 ``psmexp.data.nsynth`` (``wav (B, num_samples)``, ``velocity``, ``instrument``, ``pitch`` ``(B,)``); notes are
 zero-padded here by the model's ``lengths.pad`` and compared with the decoder output on ``model.target``.
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from psmexp.checkpoints import CONFIG_KEY, model_from_checkpoint, read_checkpoint
 from psmexp.losses.log_spectral import LogSpectralLoss, WaveformMSE
 from psmexp.tasks.base import Task
 
@@ -33,21 +35,18 @@ TEST_SPLITS = ("train", "test")
 
 
 def load_parts(model: torch.nn.Module, path: str | Path, parts: tuple[str, ...]) -> None:
-    """Copy the weights of the sub-modules ``parts`` from a Lightning checkpoint (keys ``model.<part>.*``)."""
+    """Copy the sub-modules ``parts`` of the model that the checkpoint ``path`` rebuilds (from its own config)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"task.init_from={str(path)!r}: no such checkpoint")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
+    source = model_from_checkpoint(path)
     for part in parts:
-        module = getattr(model, part)
-        prefix = f"model.{part}."
-        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         try:
-            module.load_state_dict(weights)
+            getattr(model, part).load_state_dict(getattr(source, part).state_dict())
         except RuntimeError as err:
             raise ValueError(f"task.init_from={str(path)!r}: its {part!r} weights do not fit the configured "
-                             f"model (were both stages run with the same model.* widths?): {err}") from None
+                             f"model (that checkpoint's model: {read_checkpoint(path)[CONFIG_KEY]['model']}): "
+                             f"{err}") from None
 
 
 class SynthesisTask(Task):

@@ -1,17 +1,17 @@
 """SING stages through the real config tree: chaining by init_from, what each stage trains, the CLI generator."""
-import json
+import shutil
 
 import pytest
 import torch
 
-from omegaconf import OmegaConf
 from scipy.io import wavfile
 
+from psmexp.checkpoints import CONFIG_KEY, model_from_checkpoint
 from psmexp.generate import main as generate_main
 from psmexp.losses.log_spectral import LogSpectralLoss
 from psmexp.models.sing import Sing
 from psmexp.tasks.synthesis import SynthesisTask
-from conftest import compose_config, train
+from conftest import train
 
 TINY = ["task=synthesis", "debug=fast", "model.channels=8", "model.hidden_size=8", "model.num_layers=2",
         "model.dimension=4", "data.num_instruments=2", "data.pitches_per_instrument=10", "data.num_samples=2048",
@@ -57,14 +57,27 @@ def test_stages_report_table_metrics(chain):
             assert key in metrics and metrics[key] >= 0
 
 
-def test_generate_cli_writes_wavs(chain, tmp_path):
-    run_dir = chain["sing"][0]
-    (run_dir / ".hydra").mkdir(exist_ok=True)
-    cfg = compose_config(TINY + [f"paths.data_root={tmp_path}"], run_dir)
-    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    generate_main([str(run_dir / "checkpoints" / "last.ckpt"), "--note", "1:55:127", "--out-dir", str(tmp_path)])
+def test_generate_cli_rebuilds_the_model_from_the_checkpoint_alone(chain, tmp_path):
+    alone = tmp_path / "alone.ckpt"    # no run folder, no .hydra/config.yaml anywhere above it
+    shutil.copy(chain["sing"][0] / "checkpoints" / "last.ckpt", alone)
+    generate_main([str(alone), "--note", "1:55:127", "--out-dir", str(tmp_path)])
     rate, wav = wavfile.read(tmp_path / "sing_001-055-127.wav")
     assert rate == 16000 and wav.shape == (2048,)
+
+
+def test_checkpoint_carries_the_resolved_model_and_task_config(chain, tmp_path):
+    ckpt = torch.load(chain["lstm"][0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    config = ckpt[CONFIG_KEY]
+    assert config["model"]["_target_"] == "psmexp.models.sing.Sing" and config["model"]["channels"] == 8
+    assert config["task"]["stage"] == "lstm" and config["task"]["init_from"].endswith("last.ckpt")
+    model = model_from_checkpoint(chain["lstm"][0] / "checkpoints" / "last.ckpt")
+    weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+    assert weights.keys() == {k for k in ckpt["state_dict"] if k.startswith("model.")}
+    assert same(weights, ckpt["state_dict"], "model.") and not model.training
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save({k: v for k, v in ckpt.items() if k != CONFIG_KEY}, legacy)
+    with pytest.raises(ValueError, match="carries no model config"):
+        model_from_checkpoint(legacy)
 
 
 def test_missing_or_mismatched_init_is_a_clear_error(tmp_path, chain):
