@@ -1,5 +1,6 @@
-"""Configuration checks run before anything is built: every `_target_` node's keys must be parameters of its
-target, with values of the annotated type. Errors name the full key, the value and the allowed names.
+"""Configuration checks run before anything is built: the task, loss and callbacks must fit each other
+(psmexp.contracts), and every `_target_` node's keys must be parameters of its target, with values of the annotated
+type. Errors name the full key, the value and the allowed names (for contracts: both choices).
 
 Unknown group options (`optim=foo`) and unknown top-level keys are already rejected by Hydra itself, with the list
 of available options.
@@ -10,8 +11,11 @@ import inspect
 import types
 import typing
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from psmexp import contracts
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 SIMPLE_TYPES = (bool, int, float, str)
@@ -111,7 +115,17 @@ def check_node(path: str, node: dict) -> None:
             raise ConfigError(f"{path}.{key}={value!r} ({type(value).__name__}): expected {names}")
 
 
+def hydra_choices(cfg: DictConfig) -> dict:
+    """The selected option of each config group ({"task": "classification", ...}), when Hydra composed `cfg`."""
+    if "hydra" in cfg:
+        return dict(cfg.hydra.runtime.choices)
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
 def validate(cfg: DictConfig) -> None:
+    broken = contracts.check(cfg, hydra_choices(cfg))
+    if broken:
+        raise ConfigError("; ".join(broken))
     container = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
                  for k in cfg if k != "hydra"}
     for path, node in target_nodes(container):

@@ -75,7 +75,8 @@ def log_hparams_with_metrics(trainer: pl.Trainer, cfg: DictConfig, metrics: dict
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train and test one configuration; returns `cfg.metric` from the final metrics (for sweepers)."""
+    """Train and test one configuration; returns `cfg.metric` from the final metrics (for sweepers; a metric the run
+    did not log is an error, raised once the run's files are written)."""
     validate(cfg)
     if cfg.test_ckpt not in ("best", "last"):
         raise ConfigError(f"test_ckpt={cfg.test_ckpt!r}: allowed values are best, last")
@@ -109,6 +110,8 @@ def run(cfg: DictConfig) -> float | None:
     log_hparams_with_metrics(trainer, cfg, metrics)
     write_json(run_dir / "status.json", {"status": "completed", "resumed_from": ckpt_path})
     log.info("Final metrics: %s", json.dumps(metrics, sort_keys=True))
+    if cfg.metric is not None and cfg.metric not in metrics:   # after metrics.json: nothing computed is lost
+        raise ConfigError(f"metric={cfg.metric!r} was not logged by this run; logged: {', '.join(sorted(metrics))}")
     return metrics.get(cfg.metric)
 
 

@@ -25,6 +25,8 @@ import torch
 from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.utilities import move_data_to_device
 
+from psmexp.contracts import LossComputing
+
 
 def roughness(grad_mid: list[torch.Tensor], grad_t: list[torch.Tensor], w_next: list[torch.Tensor],
               w_t: list[torch.Tensor], masks: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -38,6 +40,7 @@ def roughness(grad_mid: list[torch.Tensor], grad_t: list[torch.Tensor], w_next: 
 
 class GradRoughness(pl.Callback):
     """Logs eq. 12's gradient roughness as `grad/roughness` every `every_n_steps` optimizer steps."""
+    task_contract = LossComputing   # checked against the configured task (psmexp.contracts)
 
     def __init__(self, every_n_steps: int = 1, fraction: float = 1.0, seed: int = 0):
         if every_n_steps < 1:

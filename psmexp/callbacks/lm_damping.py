@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 
+from psmexp.contracts import Damped
+
 RULES = ("val_improve", "milestones")
 COMPARISONS = ("best", "previous")
 
@@ -38,6 +40,8 @@ def initial_damping(eigenvalues: np.ndarray, square: bool = False) -> float:
 
 
 class LMDamping(pl.Callback):
+    task_contract = Damped   # checked against the configured task (psmexp.contracts)
+
     def __init__(self, lambda0: float | None = None, eigenvalues: str | None = None, square: bool = False,
                  factor: float = 0.02, rule: str = "val_improve", compare: str = "best",
                  milestones: list[int] | None = None, monitor: str = "val/loss"):

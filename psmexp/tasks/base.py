@@ -20,11 +20,16 @@ import pytorch_lightning as pl
 import torch
 
 from psmexp.checkpoints import CONFIG_KEY
+from psmexp.config import ConfigError
+from psmexp.contracts import PairLoss, missing_on
 
 NONFINITE_POLICIES = ("raise", "skip")
 
 
 class Task(pl.LightningModule):
+    loss_contract: type | None = PairLoss   # how compute_loss calls self.loss (psmexp.contracts; checked by config)
+    data_contract: type | None = None       # what the task reads from its data module beyond batches
+
     def __init__(self, model: torch.nn.Module, loss, optimizer: functools.partial, scheduler: dict | None = None,
                  on_nonfinite: str = "raise"):
         super().__init__()
@@ -36,6 +41,13 @@ class Task(pl.LightningModule):
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.on_nonfinite = on_nonfinite
         self.run_config: dict | None = None
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        lacks = missing_on(datamodule, self.data_contract) if self.data_contract is not None else []
+        if lacks:
+            raise ConfigError(f"{type(self).__name__} needs a data module with {', '.join(lacks)} "
+                              f"({self.data_contract.__name__}, psmexp.contracts); got {type(datamodule).__name__}")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:

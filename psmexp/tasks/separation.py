@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from psmexp.contracts import SeparationTracks
 from psmexp.metrics.sdr import TrackEvaluator, aggregate
 from psmexp.models.separate import separate_with_model_settings
 from psmexp.tasks.base import Task
@@ -26,6 +27,7 @@ from psmexp.tasks.base import Task
 class Separation(Task):
     """Args beyond Task's: source_names (order of the model's outputs), samplerate, eval_workers (processes for
     BSS Eval; 0 computes it in this process), seed (of the random shifts at test time)."""
+    data_contract = SeparationTracks
 
     def __init__(self, model, loss, optimizer, scheduler=None, on_nonfinite: str = "raise",
                  source_names: list[str] | tuple[str, ...] = ("drums", "bass", "other", "vocals"),
@@ -86,7 +88,7 @@ class Separation(Task):
         for name in self.source_names:
             self.log(f"test/sdr_{name}", summary[name])
         self.log("test/sdr", summary["all"])
-        names = self.trainer.datamodule.track_names("test") if self.trainer.datamodule is not None else []
+        names = self.trainer.datamodule.track_names("test")
         rows = [{"track": names[i] if i < len(names) else i, **dict(zip(self.source_names, map(float, sdr)))}
                 for i, sdr in zip(self.track_indices, per_track)]
         Path(self.trainer.default_root_dir).mkdir(parents=True, exist_ok=True)

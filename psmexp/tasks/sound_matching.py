@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from psmexp.config import ConfigError
+from psmexp.contracts import FittedScaler, MatchLoss
 from psmexp.losses.match import Match
 from psmexp.losses.ploss import parameter_mse
 from psmexp.losses.spectral import representation_distance
@@ -31,6 +32,9 @@ from psmexp.tasks.base import Task
 class SoundMatching(Task):
     """Task(model, loss, optimizer, scheduler) plus synth g (B, 5) -> (B, N), frontend (B, N) -> (B, 1, F, T) and
     an optional perceptual representation (B, N) -> (B, ...) for test/jtfs."""
+    loss_contract = MatchLoss
+    data_contract = FittedScaler
+    damping: float      # LM damping lambda of the loss during training (psmexp.contracts.Damped)
 
     def __init__(self, model: nn.Module, loss, optimizer, scheduler: dict | None = None, *, synth: nn.Module,
                  frontend: nn.Module, perceptual: nn.Module | None = None, on_nonfinite: str = "raise"):
@@ -40,15 +44,12 @@ class SoundMatching(Task):
         self.damping = 0.0
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = self.trainer.datamodule
-        scaler = getattr(datamodule, "scaler", None)
-        if scaler is None:
-            raise ConfigError(f"task=sound_matching needs a data module with a fitted nu scaler (data=ftm_drums), "
-                              f"got {type(datamodule).__name__}")
         with torch.no_grad():
-            self.scaler.lo.copy_(scaler.lo)
-            self.scaler.hi.copy_(scaler.hi)
-        if getattr(self.loss, "needs_metric", False) and getattr(datamodule, "metric_dir", None) is None:
+            self.scaler.lo.copy_(datamodule.scaler.lo)
+            self.scaler.hi.copy_(datamodule.scaler.hi)
+        if getattr(self.loss, "needs_metric", False) and datamodule.metric_dir is None:
             raise ConfigError(f"loss {type(self.loss).__name__} needs the precomputed metric M: set data.metric_dir "
                               f"to the out_dir of psmexp.precompute")
 

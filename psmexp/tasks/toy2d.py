@@ -16,6 +16,7 @@ import torch
 
 from psmexp.losses.toy2d import MINIMA, SADDLE
 from psmexp.optim.lowpass_momentum import frequency_response
+from psmexp.contracts import PointLoss
 from psmexp.tasks.base import Task
 
 matplotlib.use("Agg")
@@ -33,6 +34,7 @@ def gradient_descent_path(loss, start: torch.Tensor, lr: float, steps: int) -> n
 
 
 class Toy2D(Task):
+    loss_contract = PointLoss
     def __init__(self, *args, plot: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.plot = plot
