@@ -8,7 +8,8 @@
     alpha_n = alpha * (1 - beta1)                                 for beta2 = 1 (Adagrad; beta1 = 0 is plain Adagrad)
 
 `finite_horizon=True` sets alpha = lr / sqrt(N) and beta2 = 1 - 1/N from the run's total number of steps N
-(section 5.5.3: "optimal finite horizon Adam is Adagrad"); the task passes N as `total_steps`.
+(section 5.5.3: "optimal finite horizon Adam is Adagrad"); the task passes N as `total_steps`. A parameter group
+with its own lr (psmexp.optim.groups) gets lr / sqrt(N) likewise; its beta2 is the horizon's, not settable.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class AdamFamily(PerParameterOptimizer):
             if not total_steps or total_steps < 1:
                 raise ValueError(f"optim.finite_horizon=true needs the run's total step count, got {total_steps!r}")
             lr, beta2 = lr / math.sqrt(total_steps), 1.0 - 1.0 / total_steps
+        self.horizon = total_steps if finite_horizon else None
         if not 0.0 <= beta2 <= 1.0:
             raise ValueError(f"optim.beta2={beta2}: must be in [0, 1]")
         if not 0.0 <= beta1 < max(beta2, 1e-12):
@@ -42,6 +44,13 @@ class AdamFamily(PerParameterOptimizer):
         if eps < 0:
             raise ValueError(f"optim.eps={eps}: must be >= 0")
         super().__init__(params, dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps))
+
+    def add_param_group(self, param_group: dict) -> None:
+        if self.horizon is not None and "beta2" in param_group:
+            raise ValueError("optim.param_groups: beta2 is set by finite_horizon=true (1 - 1/N), not per group")
+        if self.horizon is not None and "lr" in param_group:
+            param_group = {**param_group, "lr": param_group["lr"] / math.sqrt(self.horizon)}
+        super().add_param_group(param_group)
 
     def update(self, param, grad, state, group):
         if not state:

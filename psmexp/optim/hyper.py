@@ -249,7 +249,10 @@ class Level:
 class HyperStack(torch.optim.Optimizer):
     """A hyperoptimizer stack over `params`: primary (on the weights), secondary (on the primary's hyperparameters),
     then optional `higher` levels, each on the level below. Each spec is a rule name or {name, hyperparameters, clip}.
+    A stack learns one set of primary hyperparameters for all its weights, hence a single parameter group (no
+    optim.param_groups; psmexp.tasks.base.Task checks it before training).
     """
+    single_param_group = True
 
     def __init__(self, params: Iterable, primary: str | Mapping = "adam", secondary: str | Mapping = "sgd",
                  higher: Iterable[str | Mapping] = ()):

@@ -5,7 +5,8 @@ switch), computes a scalar loss from a batch (`compute_loss`) and a dict of eval
 logs them under the framework's names: `train/loss` every step, `val/<metric>` and `test/<metric>` per epoch.
 
 Optimizers arrive as partials (`_partial_: true` in YAML); an optimizer class that sets `needs_total_steps = True`
-(e.g. finite-horizon Adam) also receives `total_steps`, the run's number of optimizer steps. The scheduler arrives as
+(e.g. finite-horizon Adam) also receives `total_steps`, the run's number of optimizer steps. The optimizer node's
+`param_groups` list gives groups of parameters their own options (psmexp.optim.groups). The scheduler arrives as
 a dict `{scheduler: partial | None, monitor, interval, frequency}` whose keys other than `scheduler` go to Lightning
 unchanged.
 
@@ -22,6 +23,7 @@ import torch
 from psmexp.checkpoints import CONFIG_KEY
 from psmexp.config import ConfigError
 from psmexp.contracts import PairLoss, missing_on
+from psmexp.optim import groups
 
 NONFINITE_POLICIES = ("raise", "skip")
 
@@ -98,10 +100,19 @@ class Task(pl.LightningModule):
 
     def configure_optimizers(self):
         factory = self.optimizer_factory
+        entries = [dict(entry) for entry in getattr(factory, "keywords", {}).get(groups.KEY) or []]
+        optimizer_class = getattr(factory, "func", factory)
+        if isinstance(factory, functools.partial) and groups.KEY in factory.keywords:
+            factory = functools.partial(optimizer_class, *factory.args,
+                                        **{k: v for k, v in factory.keywords.items() if k != groups.KEY})
+        if entries and getattr(optimizer_class, "single_param_group", False):
+            raise ConfigError(f"optim.{groups.KEY}: {optimizer_class.__name__} keeps a single parameter group")
         extra = {}
-        if getattr(getattr(factory, "func", factory), "needs_total_steps", False):
+        if getattr(optimizer_class, "needs_total_steps", False):
             extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        optimizer = factory(self.parameters(), **extra)
+        params = groups.param_groups(self.named_parameters(), entries) if entries else self.parameters()
+        optimizer = factory(params, **extra)
+        groups.check_options(optimizer, entries)
         if not self.scheduler_config or self.scheduler_config.get("scheduler") is None:
             return optimizer
         scheduler = dict(self.scheduler_config)
