@@ -74,7 +74,7 @@ def compare(name: str, ours, reference, train_input, separate_input, repeats: in
 def demucs_pair(channels: int):
     from demucs.demucs import Demucs as PackageDemucs
 
-    ours = Demucs(channels=channels, depth=6, lstm_layers=2, context=3, rescale=0.1, shifts=0)
+    ours = Demucs(channels=channels, depth=6, lstm_layers=2, context=3, rescale=0.1)
     reference = PackageDemucs(sources=["drums", "bass", "other", "vocals"], audio_channels=2, channels=channels,
                               growth=2.0, depth=6, rewrite=True, lstm_layers=2, kernel_size=8, stride=4, context=1,
                               gelu=False, glu=True, norm_starts=6, dconv_mode=0, normalize=False, resample=False,

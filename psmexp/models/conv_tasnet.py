@@ -11,7 +11,7 @@ Shapes: mixture (B, C0, T) -> sources (B, S, C0, T).
 - Decoder: ConvTranspose1d(N, C0, L, stride L/2, no bias) of mask * w, per source.
 gLN (global layer norm) normalises over channels and time jointly, with a per-channel gain and bias.
 Music hyper-parameters (section 3.3): N=256, L=20 (stride 10), B=256, H=512, P=3, X=10, R=4, S=4, stereo;
-whole tracks are evaluated by chunks of 8 s (`chunk_seconds`). The input is zero-padded at the end to a
+whole tracks are evaluated by chunks of 8 s (an evaluation setting: task.chunk_seconds, psmexp/conf/evaluation). The input is zero-padded at the end to a
 multiple of the stride and the output trimmed back to T.
 """
 from __future__ import annotations
@@ -52,8 +52,7 @@ class ConvTasNet(nn.Module):
     """Conv-TasNet for stereo music. Argument names follow the Conv-TasNet paper (N, L, B, H, P, X, R)."""
 
     def __init__(self, sources: int = 4, audio_channels: int = 2, N: int = 256, L: int = 20, B: int = 256,
-                 H: int = 512, P: int = 3, X: int = 10, R: int = 4, samplerate: int = 44100,
-                 chunk_seconds: float | None = 8.0, shifts: int = 0, max_shift_seconds: float = 0.5):
+                 H: int = 512, P: int = 3, X: int = 10, R: int = 4):
         super().__init__()
         if L < 2 or L % 2:
             raise ValueError(f"ConvTasNet: L (encoder kernel) must be even and >= 2, got {L}")
@@ -63,10 +62,6 @@ class ConvTasNet(nn.Module):
             if value < 1:
                 raise ValueError(f"ConvTasNet: {key} must be >= 1, got {value}")
         self.sources, self.audio_channels, self.N, self.stride = sources, audio_channels, N, L // 2
-        self.samplerate = samplerate
-        self.shifts = shifts
-        self.max_shift = int(max_shift_seconds * samplerate)
-        self.chunk_length = None if chunk_seconds is None else int(chunk_seconds * samplerate)
         self.encoder = nn.Conv1d(audio_channels, N, L, stride=L // 2, bias=False)
         self.bottleneck = nn.Sequential(GlobalLayerNorm(N), nn.Conv1d(N, B, 1))
         self.blocks = nn.ModuleList(TemporalBlock(B, H, P, 2 ** x, residual=(r, x) != (R - 1, X - 1))

@@ -17,7 +17,7 @@ alpha = std(w) / a and (w, b) <- (w, b) / sqrt(alpha), so that std(w') = sqrt(st
 
 Table 3.4 ablations are constructor options: rescale=0 (no rescaling), lstm_layers=0 (no BiLSTM),
 glu=False (ReLU instead of GLU), encoder_1x1=False (no 1x1 convolutions in the encoder), context=1 (decoder
-kernel 1); the MSE ablation is the loss, the stabilization one is shifts=0.
+kernel 1); the MSE ablation is the loss, the stabilization one an evaluation setting (task.shifts=0).
 """
 from __future__ import annotations
 
@@ -72,16 +72,11 @@ class Demucs(nn.Module):
         glu: GLU after the 1x1 / context convolutions (False: ReLU, with C_i instead of 2 C_i outputs).
         encoder_1x1: keep the encoder's 1x1 convolution (False removes it).
         rescale: reference scale a of the initial weight rescaling (0 disables it).
-        samplerate: of the audio, used to turn the evaluation settings below into samples.
-        shifts: number S of random shifts of the randomized equivariant stabilization at evaluation (0: off).
-        max_shift_seconds: largest such shift (0.5 s in the thesis).
-        chunk_seconds: evaluate whole tracks by chunks of this duration (None: whole track at once).
     """
 
     def __init__(self, sources: int = 4, audio_channels: int = 2, channels: int = 100, growth: float = 2.0,
                  depth: int = 6, kernel_size: int = 8, stride: int = 4, context: int = 3, lstm_layers: int = 2,
-                 glu: bool = True, encoder_1x1: bool = True, rescale: float = 0.1, samplerate: int = 44100,
-                 shifts: int = 10, max_shift_seconds: float = 0.5, chunk_seconds: float | None = None):
+                 glu: bool = True, encoder_1x1: bool = True, rescale: float = 0.1):
         super().__init__()
         for key, value in dict(sources=sources, audio_channels=audio_channels, channels=channels, depth=depth,
                                kernel_size=kernel_size, stride=stride, context=context).items():
@@ -89,15 +84,10 @@ class Demucs(nn.Module):
                 raise ValueError(f"Demucs: {key} must be >= 1, got {value}")
         if context % 2 != 1:
             raise ValueError(f"Demucs: context must be odd so that trimming stays centred, got {context}")
-        if lstm_layers < 0 or shifts < 0 or rescale < 0:
-            raise ValueError(f"Demucs: lstm_layers, shifts and rescale must be >= 0, got "
-                             f"{lstm_layers}, {shifts}, {rescale}")
+        if lstm_layers < 0 or rescale < 0:
+            raise ValueError(f"Demucs: lstm_layers and rescale must be >= 0, got {lstm_layers}, {rescale}")
         self.sources, self.audio_channels = sources, audio_channels
         self.depth, self.kernel_size, self.stride, self.context = depth, kernel_size, stride, context
-        self.samplerate = samplerate
-        self.shifts = shifts
-        self.max_shift = int(max_shift_seconds * samplerate)
-        self.chunk_length = None if chunk_seconds is None else int(chunk_seconds * samplerate)
 
         def gate(ch: int) -> tuple[int, nn.Module]:
             return (2 * ch, nn.GLU(dim=1)) if glu else (ch, nn.ReLU())

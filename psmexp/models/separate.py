@@ -3,7 +3,9 @@
 Défossez, thesis ch. 3. Shapes: mixture (B, C0, T) -> sources (B, S, C0, T).
 
 - Chunking (section 3.3, "Separating entire songs"): the track is cut into consecutive chunks of `chunk_length`
-  samples (8 s for Conv-TasNet), each separated independently; the outputs are concatenated.
+  samples (8 s for Conv-TasNet), each separated independently; the outputs are concatenated (the thesis: "We did
+  not observe any side effects when going from one chunk to the next, so we did not look into fancier overlap-add
+  methods", hence no crossfade).
 - Randomized equivariant stabilization (section 3.4.4): the mixture is zero-padded by `max_shift` samples on each
   side; for each of S offsets d drawn uniformly in [0, max_shift], the model separates the window
   padded[d : d + T + max_shift] and the prediction is shifted back (samples max_shift - d .. max_shift - d + T);
@@ -48,10 +50,3 @@ def separate(model: nn.Module, mix: torch.Tensor, shifts: int = 0, max_shift: in
     offsets = torch.randint(0, max_shift + 1, (shifts,), generator=generator).tolist()
     return separate_shifted(model, mix, offsets, max_shift)
 
-
-def separate_with_model_settings(model: nn.Module, mix: torch.Tensor, stabilize: bool = True,
-                                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """`separate` with the evaluation settings the model carries (`shifts`, `max_shift`, `chunk_length`);
-    stabilize=False skips the random shifts (validation loss, as in the thesis)."""
-    shifts = model.shifts if stabilize else 0
-    return separate(model, mix, shifts, model.max_shift, model.chunk_length, generator)

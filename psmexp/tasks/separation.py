@@ -6,8 +6,8 @@ validation and test: one whole normalised track {"mix": (1, C, T), "sources": (1
 - train/loss: `loss(model(mix), sources)`, L1 by default (eq. 3.2) or MSE.
 - val/loss: the same loss on whole validation tracks, separated without the random shifts (as in Table 3.4);
   val/best_loss: its best value so far (Table 3.4 reports it; test_ckpt=best tests that checkpoint).
-- test/loss and test/sdr_<source>, test/sdr: each test track is separated with the model's evaluation settings
-  (chunks, randomized equivariant stabilization), de-normalised, and its museval SDR computed in a process pool
+- test/loss and test/sdr_<source>, test/sdr: each test track is separated with the task's evaluation settings
+  (chunks, randomized equivariant stabilization; psmexp/conf/evaluation/<model>.yaml), de-normalised, and its museval SDR computed in a process pool
   (psmexp.metrics.sdr) while the next track is separated; SiSec aggregation: median over 1 s frames, median over
   tracks, mean over sources. Per-track values are written to <run dir>/sdr_tracks.json.
 """
@@ -20,22 +20,31 @@ import torch
 
 from psmexp.contracts import SeparationTracks
 from psmexp.metrics.sdr import TrackEvaluator, aggregate
-from psmexp.models.separate import separate_with_model_settings
+from psmexp.models.separate import separate
 from psmexp.tasks.base import Task
 
 
 class Separation(Task):
     """Args beyond Task's: source_names (order of the model's outputs), samplerate, eval_workers (processes for
-    BSS Eval; 0 computes it in this process), seed (of the random shifts at test time)."""
+    BSS Eval; 0 computes it in this process), seed (of the random shifts at test time), and the evaluation settings
+    of psmexp.models.separate.separate: shifts (S random shifts of the randomized equivariant stabilization at test
+    time; 0: off), max_shift_seconds (the largest shift, 0.5 s in the thesis), chunk_seconds (whole tracks separated
+    by chunks of this duration; None: at once)."""
     data_contract = SeparationTracks
 
     def __init__(self, model, loss, optimizer, scheduler=None, on_nonfinite: str = "raise",
                  source_names: list[str] | tuple[str, ...] = ("drums", "bass", "other", "vocals"),
-                 samplerate: int = 44100, eval_workers: int = 1, seed: int = 0):
+                 samplerate: int = 44100, eval_workers: int = 1, seed: int = 0, shifts: int = 0,
+                 max_shift_seconds: float = 0.5, chunk_seconds: float | None = None):
         super().__init__(model, loss, optimizer, scheduler, on_nonfinite)
         if getattr(model, "sources", len(source_names)) != len(source_names):
             raise ValueError(f"task.source_names has {len(source_names)} names but the model separates "
                              f"{model.sources} sources")
+        if shifts < 0 or max_shift_seconds < 0 or (chunk_seconds is not None and chunk_seconds <= 0):
+            raise ValueError(f"task.shifts={shifts}, task.max_shift_seconds={max_shift_seconds} must be >= 0 and "
+                             f"task.chunk_seconds={chunk_seconds} > 0 (or null)")
+        self.shifts, self.max_shift = shifts, int(max_shift_seconds * samplerate)
+        self.chunk_length = None if chunk_seconds is None else int(chunk_seconds * samplerate)
         self.source_names, self.samplerate = list(source_names), samplerate
         self.eval_workers, self.seed = eval_workers, seed
         self.evaluator: TrackEvaluator | None = None
@@ -43,11 +52,17 @@ class Separation(Task):
         self.val_losses: list[float] = []
         self.track_indices: list[int] = []
 
+    def separate(self, mix: torch.Tensor, stabilize: bool) -> torch.Tensor:
+        """A whole track with the evaluation settings; stabilize=False skips the random shifts (validation loss, as
+        in the thesis)."""
+        return separate(self.model, mix, self.shifts if stabilize else 0, self.max_shift, self.chunk_length,
+                        self.shift_generator if stabilize else None)
+
     def compute_loss(self, batch):
         return self.loss(self.model(batch["mix"]), batch["sources"])
 
     def validation_step(self, batch, batch_idx):
-        estimate = separate_with_model_settings(self.model, batch["mix"], stabilize=False)
+        estimate = self.separate(batch["mix"], stabilize=False)
         loss = self.loss(estimate, batch["sources"])
         self.val_losses.append(float(loss))
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=1)
@@ -71,8 +86,7 @@ class Separation(Task):
         self.shift_generator = torch.Generator().manual_seed(self.seed)
 
     def test_step(self, batch, batch_idx):
-        estimate = separate_with_model_settings(self.model, batch["mix"], stabilize=True,
-                                                generator=self.shift_generator)
+        estimate = self.separate(batch["mix"], stabilize=True)
         self.log("test/loss", self.loss(estimate, batch["sources"]), on_epoch=True, batch_size=1)
         scale, offset = batch["std"].view(-1, 1, 1, 1), batch["mean"].view(-1, 1, 1, 1) / len(self.source_names)
         # (S, C, T) -> (S, T, C), the layout museval expects

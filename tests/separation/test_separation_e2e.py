@@ -7,7 +7,7 @@ from conftest import cli, compose_config, needs_ffmpeg, train
 
 pytestmark = needs_ffmpeg
 
-TINY = ["task=separation", "model.channels=4", "model.depth=3", "model.shifts=2", "trainer.max_epochs=1",
+TINY = ["task=separation", "model.channels=4", "model.depth=3", "task.shifts=2", "trainer.max_epochs=1",
         "data.train=1", "data.valid=1", "data.test=1", "data.seconds=2.5", "data.samplerate=8000",
         "data.segment_seconds=0.5", "data.shift_seconds=0.5", "data.batch_size=2",
         "data.remix_group_size=2", "task.eval_workers=0", "logger=none"]
