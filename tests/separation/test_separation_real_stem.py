@@ -83,7 +83,7 @@ def test_train_separate_and_score_the_real_excerpt(stem_root, tmp_path):
     overrides = ["task=separation", "data=musdb", f"data.data_dir={stem_root}", "data.setup_file=setup.yaml",
                  "data.sources=[drums,vocals]", "data.segment_seconds=1.0", "data.shift_seconds=0.5",
                  "data.batch_size=2", "data.remix_group_size=2", "data.cache=true", "data.num_workers=0",
-                 "model.sources=2", "model.channels=4", "model.depth=3", "model.lstm_layers=0", "model.shifts=1",
+                 "model.sources=2", "model.channels=4", "model.depth=3", "model.lstm_layers=0", "task.shifts=1",
                  "trainer.max_epochs=1", "task.eval_workers=0", "logger=none"]
     value, metrics = train(overrides, tmp_path / "run")
     assert np.isfinite(metrics["train/loss"]) and value == metrics["val/loss"]
