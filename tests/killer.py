@@ -1,5 +1,6 @@
 """Callbacks for the resume tests: each SIGKILLs its own process at one moment of training, as a cluster preemption or
-an out-of-memory kill would (no Python cleanup, no `finally`, nothing flushed)."""
+an out-of-memory kill would (no Python cleanup, no `finally`, nothing flushed). And a classification task that
+declares `damping`, so that LM damping (a callback with state) can run beside it."""
 import os
 import signal
 import threading
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+
+from psmexp.tasks.classification import Classification
 
 
 def kill() -> None:
@@ -70,3 +73,8 @@ class KillDuringCheckpointWrite(pl.Callback):
             except FileNotFoundError:
                 pass
             time.sleep(0.0002)
+
+
+class DampedClassification(Classification):
+    """Classification that takes LM damping's lambda (psmexp.contracts.Damped) and ignores it."""
+    damping: float = 0.0

@@ -19,6 +19,7 @@ from psmexp.history import HistoryLogger, read_history
 # 3 epochs of 21 steps; last.ckpt every 5 steps and after every epoch; a cosine LR schedule (per epoch) and LM damping
 # (state in its callback) must continue exactly.
 COMMON = ["trainer.max_epochs=3", "deterministic=true", "threads=1", "sched=cosine", "callbacks=[default,lm_damping]",
+          "task._target_=killer.DampedClassification",
           "callbacks.lm_damping.lambda0=1.0", "callbacks.lm_damping.eigenvalues=null",
           "callbacks.lm_damping.factor=0.5", "callbacks.resume_checkpoint.every_n_train_steps=5"]
 
