@@ -1,0 +1,418 @@
+"""The ensemble trainer: M classification runs (one composed config each) trained together in one process.
+
+Each member is built exactly as `psmexp-train` builds its run (psmexp.train.build's order: seed_everything(seed),
+data module, model), so its initial weights and its data (splits, and the training order drawn from the data
+module's own seeded sampler, one permutation per epoch) are the ordinary run's. The weights are stacked along a
+member dimension M and one step evaluates all members with torch.func (functional_call under vmap), backpropagates
+the sum of the finite member losses and applies the functional optimizer (psmexp.vectorized.optim) with each
+member's own hyperparameters and state. What the ordinary run would write, each member writes to its own run
+directory: status.json, history.jsonl (same metric names, steps and cadence), metrics.json, and, when the
+callbacks hold a ModelCheckpoint, a checkpoint per epoch (checkpoints/vectorized.ckpt: the newest epoch, with the
+optimizer state, for resuming; epochNNN.ckpt: the best weights under the monitor, Lightning's state_dict keys).
+
+Per member, the ordinary run's behaviour is kept: `task.on_nonfinite=raise` fails that member (status failed, the
+same FloatingPointError message) and the others go on; `skip` masks the member for that step (no update, logged as
+train/skipped_nonfinite); a member whose config is invalid (e.g. a negative learning rate) fails with the error
+the ordinary run raises. Not written: TensorBoard files (the report reads history.jsonl).
+
+Shapes: stacked weights {name: [M, ...]}; a training batch x [M, B, ...], y [M, B]; losses [M].
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from psmexp.config import ConfigError, validate
+from psmexp.history import HistoryLogger
+from psmexp.tasks.base import NONFINITE_POLICIES
+from psmexp.train import write_json
+from psmexp.vectorized.optim import NotVectorizable, needs_total_steps, stacked_optimizer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = Path("checkpoints") / "vectorized.ckpt"
+TASKS = {"psmexp.tasks.classification.Classification"}
+MODELS = {"psmexp.models.mlp.MLP", "psmexp.models.cnn.CNN"}
+LOSSES = {"torch.nn.CrossEntropyLoss"}
+CALLBACKS = {"pytorch_lightning.callbacks.ModelCheckpoint", "pytorch_lightning.callbacks.LearningRateMonitor",
+             "psmexp.callbacks.grad_stats.GradStats", "psmexp.callbacks.hyper_logger.HyperparameterLogger"}
+LOGGERS = {"pytorch_lightning.loggers.TensorBoardLogger"}   # accepted; its files are not written
+# trainer keys that may be set (with their neutral values for the others)
+TRAINER_KEYS = {"_target_", "accelerator", "devices", "max_epochs", "log_every_n_steps", "deterministic",
+                "enable_progress_bar", "enable_model_summary", "gradient_clip_val", "num_sanity_val_steps"}
+SECOND_MOMENT_OPTIMIZERS = {"torch.optim.Adam", "torch.optim.AdamW", "psmexp.optim.adam_family.AdamFamily"}
+
+
+def vectorizable(cfg: DictConfig) -> str | None:
+    """None when this job can be trained in an ensemble, otherwise the reason why not (shown to the user)."""
+    checks = [(cfg.task.get("_target_") in TASKS, f"task {cfg.task.get('_target_')}"),
+              (cfg.model.get("_target_") in MODELS, f"model {cfg.model.get('_target_')}"),
+              (cfg.loss.get("_target_") in LOSSES, f"loss {cfg.loss.get('_target_')}"),
+              (cfg.sched.get("scheduler") is None, "a learning-rate scheduler")]
+    for ok, what in checks:
+        if not ok:
+            return f"{what} has no vectorized form"
+    for key, value in cfg.trainer.items():
+        if key not in TRAINER_KEYS and value is not None:
+            return f"trainer.{key}={value!r} has no vectorized form"
+    if cfg.trainer.get("gradient_clip_val") is not None:
+        return "trainer.gradient_clip_val has no vectorized form"
+    if int(cfg.trainer.get("devices", 1) or 1) != 1:
+        return "trainer.devices != 1"
+    for group, allowed in (("callbacks", CALLBACKS), ("logger", LOGGERS)):
+        for name, node in (cfg.get(group) or {}).items():
+            if node is not None and node.get("_target_") not in allowed:
+                return f"{group}.{name} ({node.get('_target_')}) has no vectorized form"
+    target = cfg.optim.get("_target_")
+    try:
+        stacked_optimizer(target, [optimizer_options(cfg)], total_steps=1)
+    except NotVectorizable as error:
+        return str(error)
+    except Exception:   # a member-specific error (bad value): the ensemble reports it for that member
+        pass
+    return None
+
+
+def optimizer_options(cfg: DictConfig) -> dict:
+    node = OmegaConf.to_container(cfg.optim, resolve=True)
+    return {k: v for k, v in node.items() if k not in ("_target_", "_partial_", "defaults")}
+
+
+def group_key(cfg: DictConfig) -> str:
+    """Jobs with the same key have the same model, data shapes, task, loss, trainer and callbacks: one ensemble.
+    Seeds and optimizer hyperparameters may differ (they are per member)."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    data = {k: v for k, v in container["data"].items() if k != "seed"}
+    keep = {k: container.get(k) for k in ("model", "task", "loss", "sched", "trainer", "callbacks", "test",
+                                          "test_ckpt", "threads", "resume")}
+    return json.dumps({"data": data, "optim": container["optim"].get("_target_"), **keep}, sort_keys=True,
+                      default=str)
+
+
+@dataclass
+class Member:
+    cfg: DictConfig
+    run_dir: Path
+    error: BaseException | None = None
+    traceback: str = ""
+    metrics: dict = field(default_factory=dict)
+    history: HistoryLogger | None = None
+    resumed_from: str | None = None
+
+    def fail(self, error: BaseException) -> None:
+        self.error, self.traceback = error, traceback.format_exc()
+        write_json(self.run_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                                                  "traceback": self.traceback, "resumed_from": self.resumed_from})
+        log.error("Member %s failed: %s: %s", self.run_dir, type(error).__name__, error)
+
+
+def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(tensors).contiguous()
+
+
+class Ensemble:
+    """Trains the members (configs that share `group_key`); `run()` returns one Member per config."""
+
+    def __init__(self, cfgs: list[DictConfig]):
+        self.members = [Member(cfg, Path(cfg.paths.output_dir)) for cfg in cfgs]
+        self.cfg = cfgs[0]
+
+    # ---- building: per member exactly psmexp.train's order, errors kept per member ----
+    def build(self):
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+        self.device = torch.device("cuda" if accelerator in ("gpu", "cuda") or
+                                   (accelerator == "auto" and torch.cuda.is_available()) else "cpu")
+        built = []
+        for member in self.members:
+            member.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                validate(member.cfg)
+                if member.cfg.test_ckpt not in ("best", "last"):
+                    raise ConfigError(f"test_ckpt={member.cfg.test_ckpt!r}: allowed values are best, last")
+                if member.cfg.task.get("on_nonfinite", "raise") not in NONFINITE_POLICIES:
+                    raise ValueError(f"task.on_nonfinite={member.cfg.task.on_nonfinite!r}: allowed values are "
+                                     f"{', '.join(NONFINITE_POLICIES)}")
+                pl.seed_everything(member.cfg.seed, workers=True)
+                datamodule = instantiate(member.cfg.data)
+                model = instantiate(member.cfg.model)
+                datamodule.setup("fit")
+                built.append((member, datamodule, model))
+            except Exception as error:
+                member.fail(error)
+        if not built:
+            return False
+        self.template = built[0][2].to(self.device)
+        if list(self.template.buffers()):
+            raise NotVectorizable(f"model {cfg.model._target_} has buffers (e.g. batch norm)")
+        self.loss = instantiate(cfg.loss)
+        self.max_epochs = int(cfg.trainer.max_epochs)
+        self.batches_per_epoch = len(built[0][1].train_dataloader().sampler)
+        total_steps = self.batches_per_epoch * self.max_epochs
+        # the ordinary optimizer is built for each member first: its own checks give the member's error
+        optimizers, kept = [], []
+        for member, datamodule, model in built:
+            try:
+                factory = instantiate(member.cfg.optim)
+                extra = {"total_steps": total_steps} if needs_total_steps(member.cfg.optim._target_) else {}
+                factory(model.parameters(), **extra)
+            except Exception as error:
+                member.fail(error)
+                continue
+            optimizers.append(optimizer_options(member.cfg))
+            kept.append((member, datamodule, model))
+        if not kept:
+            return False
+        self.splits = {}
+        for split in ("train", "val", "test"):
+            datasets = [datamodule.splits.get(split) for _, datamodule, _ in kept]
+            if any(d is None for d in datasets):
+                self.splits[split] = None
+                continue
+            shapes = {tuple(d.tensors[0].shape) for d in datasets}
+            if len(shapes) != 1:
+                raise NotVectorizable(f"the {split} splits of the members differ in shape: {sorted(shapes)}")
+            self.splits[split] = (stack([d.tensors[0] for d in datasets]).to(self.device),
+                                  stack([d.tensors[1] for d in datasets]).to(self.device))
+        # Lightning calls train_dataloader() once per fit; its seeded sampler draws one permutation per epoch
+        self.samplers = [datamodule.train_dataloader().sampler for _, datamodule, _ in kept]
+        self.active_members = [member for member, _, _ in kept]
+        self.options = optimizers
+        dtype = next(self.template.parameters()).dtype
+        self.optimizer = stacked_optimizer(cfg.optim._target_, optimizers, dtype, total_steps=total_steps)
+        self.params = {name: stack([dict(model.named_parameters())[name].detach() for _, _, model in kept])
+                       .to(self.device) for name, _ in self.template.named_parameters()}
+        self.state = {k: v.to(self.device) for k, v in self.optimizer.init_state(self.params).items()}
+        return True
+
+    # ---- the functional model ----
+    def logits(self, params, x):
+        def one(p, xb):
+            return torch.func.functional_call(self.template, p, (xb,))
+        return torch.vmap(one)(params, x)
+
+    def losses(self, params, x, y):
+        logits = self.logits(params, x)
+        return torch.vmap(self.loss)(logits, y), logits
+
+    def evaluate(self, params, split: str) -> dict[str, torch.Tensor]:
+        x, y = self.splits[split]
+        with torch.no_grad():
+            loss, logits = self.losses(params, x, y)
+            accuracy = (logits.argmax(dim=-1) == y).float().mean(dim=1)
+        return {"loss": loss, "acc": accuracy, "error": 100.0 * (1.0 - accuracy)}
+
+    # ---- the run ----
+    def run(self) -> list[Member]:
+        if self.build():
+            self.fit_and_test()
+        return self.members
+
+    def fit_and_test(self):
+        cfg = self.cfg
+        members = self.active_members
+        M = len(members)
+        callbacks = {n: c for n, c in (cfg.callbacks or {}).items() if c is not None}
+        targets = {c._target_: c for c in callbacks.values()}
+        checkpoint = targets.get("pytorch_lightning.callbacks.ModelCheckpoint")
+        monitor = checkpoint.get("monitor") if checkpoint is not None else None
+        sign = -1.0 if checkpoint is not None and checkpoint.get("mode", "min") == "max" else 1.0
+        log_every = int(cfg.trainer.get("log_every_n_steps", 50))
+        policy = [m.cfg.task.get("on_nonfinite", "raise") for m in members]
+        alive = torch.ones(M, dtype=torch.bool, device=self.device)
+        start_epoch = [0] * M
+        best = {"score": torch.full((M,), math.inf), "epoch": [-1] * M,
+                "params": {k: v.clone() for k, v in self.params.items()}}
+        for i, member in enumerate(members):
+            start_epoch[i] = self.resume(i, member, best) if member.cfg.resume and checkpoint is not None else 0
+            write_json(member.run_dir / "status.json", {"status": "running", "resumed_from": member.resumed_from})
+            member.history = HistoryLogger(member.run_dir)
+        for i, epochs in enumerate(start_epoch):   # each member's sampler at its own next epoch
+            for _ in range(epochs):
+                list(iter(self.samplers[i]))
+        lr_name = f"lr-{self.cfg.optim._target_.rsplit('.', 1)[1]}"
+        nb = self.batches_per_epoch
+        x_all, y_all = self.splits["train"]
+        member_index = torch.arange(M, device=self.device)[:, None]
+        for epoch in range(min(start_epoch), self.max_epochs):
+            taking = torch.tensor([epoch >= s for s in start_epoch], device=self.device) & alive
+            batches = [list(iter(self.samplers[i])) if epoch >= start_epoch[i] else None for i in range(M)]
+            for b in range(nb):
+                step = epoch * nb + b
+                size = len(next(bs for bs in batches if bs is not None)[b])
+                index = torch.tensor([bs[b] if bs is not None else [0] * size for bs in batches], device=self.device)
+                x, y = x_all[member_index, index], y_all[member_index, index]
+                logging_step = (step + 1) % log_every == 0
+                rows = [{} for _ in range(M)]
+                if logging_step and "pytorch_lightning.callbacks.LearningRateMonitor" in targets:
+                    for i, value in enumerate(self.learning_rates()):
+                        if bool(taking[i]):   # the logger gets the Python float, the metrics a float32 tensor
+                            members[i].history.log_metrics({lr_name: value}, step=step)
+                            members[i].metrics[lr_name] = float(torch.tensor(value, dtype=torch.float32))
+                params = {k: v.detach().requires_grad_() for k, v in self.params.items()}
+                loss, _ = self.losses(params, x, y)
+                finite = torch.isfinite(loss.detach())
+                for i in torch.nonzero(taking & ~finite).flatten().tolist():
+                    if policy[i] == "raise":
+                        error = FloatingPointError(
+                            f"non-finite train/loss={loss[i].item()} at global step {step} (epoch {epoch}). "
+                            "Checkpoints written so far are kept; set task.on_nonfinite=skip to skip such steps "
+                            "instead.")
+                        try:
+                            raise error
+                        except FloatingPointError:
+                            members[i].fail(error)
+                        alive[i] = False
+                    else:
+                        members[i].metrics["train/skipped_nonfinite"] = 1.0
+                        if logging_step:
+                            rows[i]["train/skipped_nonfinite"] = 1.0
+                taking = taking & alive
+                active = taking & finite
+                torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
+                grads = {k: v.grad for k, v in params.items()}
+                self.params, self.state = self.optimizer.step({k: v.detach() for k, v in params.items()}, grads,
+                                                              self.state, active)
+                self.log_step(members, targets, step, epoch, b, loss, grads, taking, active, rows, logging_step)
+            self.end_epoch(members, taking, epoch, nb, best, monitor, sign, checkpoint)
+        self.test(members, alive, best, checkpoint)
+
+    def learning_rates(self) -> list[float]:
+        optimizer = self.optimizer
+        if hasattr(optimizer, "names"):   # hyperoptimizer stack: the primary's current lr
+            values = optimizer.rules[0].values({n: self.state[f"raw0.{n}"] for n in optimizer.names[0]})
+            return [float(v) for v in values["lr"].tolist()] if "lr" in values else []
+        return [float(options.get("lr", 0.0)) for options in self.options]
+
+    def log_step(self, members, targets, step, epoch, b, loss, grads, taking, active, rows, logging_step):
+        M = len(members)
+        stepped = torch.nonzero(active).flatten().tolist()
+        last_batch = b + 1 == self.batches_per_epoch
+        if "psmexp.callbacks.grad_stats.GradStats" in targets:
+            every = int(targets["psmexp.callbacks.grad_stats.GradStats"].get("every_n_steps", 1))
+            if step % every == 0 and stepped:
+                norms = torch.linalg.vector_norm(torch.stack(
+                    [torch.linalg.vector_norm(g.reshape(M, -1), dim=1) for g in grads.values()], dim=1), dim=1)
+                fractions = self.nonfinite_second_moment()
+                for i in stepped:
+                    row = {"grad/norm": float(norms[i])}
+                    if fractions is not None:
+                        row["optim/nonfinite_v_frac"] = fractions[i]
+                    members[i].history.log_metrics(row, step=step)
+                    members[i].metrics.update(row)
+        hyper = (self.optimizer.hyperparameters(self.state)
+                 if "psmexp.callbacks.hyper_logger.HyperparameterLogger" in targets else [{}] * M)
+        for i in torch.nonzero(taking).flatten().tolist():
+            values = {f"hyper/{k}": v for k, v in hyper[i].items()}   # logged on every batch
+            if i in stepped and (logging_step or last_batch):         # Task.training_step's cadence
+                values["train/loss"] = float(loss[i].detach())
+            members[i].metrics.update(values)
+            rows[i].update(values)
+            if logging_step and rows[i]:
+                members[i].history.log_metrics({**rows[i], "epoch": float(epoch)}, step=step)
+
+    def nonfinite_second_moment(self) -> list[float] | None:
+        if self.cfg.optim._target_ not in SECOND_MOMENT_OPTIMIZERS:
+            return None
+        moments = [v for k, v in self.state.items() if k.endswith(".exp_avg_sq")]
+        M = len(self.active_members)
+        bad = sum((~torch.isfinite(v)).reshape(M, -1).sum(dim=1) for v in moments)
+        total = sum(v[0].numel() for v in moments)
+        return [float(n) / total for n in bad.tolist()]
+
+    def end_epoch(self, members, taking, epoch, nb, best, monitor, sign, checkpoint):
+        metrics = self.evaluate(self.params, "val") if self.splits["val"] is not None else {}
+        step = (epoch + 1) * nb - 1
+        for i, member in enumerate(members):
+            if not bool(taking[i]):
+                continue
+            row = {f"val/{k}": float(v[i]) for k, v in metrics.items()}
+            member.metrics.update(row)
+            member.history.log_metrics({**row, "epoch": float(epoch)}, step=step)
+            if checkpoint is None:
+                continue
+            score = sign * row.get(monitor, math.nan)
+            if best["epoch"][i] < 0 or score < best["score"][i]:   # NaN never improves, as in ModelCheckpoint
+                old = best["epoch"][i]
+                best["score"][i], best["epoch"][i] = score, epoch
+                for k, v in self.params.items():
+                    best["params"][k][i] = v[i]
+                self.save_best(i, member, epoch, step + 1, old)
+            self.save_last(i, member, epoch, step + 1, best)
+
+    def member_state_dict(self, i: int, params) -> dict:
+        return {f"model.{k}": v[i].detach().cpu().clone() for k, v in params.items()}
+
+    def save_best(self, i, member, epoch, global_step, old_epoch):
+        folder = member.run_dir / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"epoch{epoch:03d}.ckpt"
+        torch.save({"epoch": epoch, "global_step": global_step,
+                    "state_dict": self.member_state_dict(i, self.params)}, path)
+        if old_epoch >= 0 and old_epoch != epoch:
+            (folder / f"epoch{old_epoch:03d}.ckpt").unlink(missing_ok=True)
+
+    def save_last(self, i, member, epoch, global_step, best):
+        path = member.run_dir / CHECKPOINT
+        tmp = path.with_suffix(".tmp")
+        torch.save({"epoch": epoch, "global_step": global_step, "state_dict": self.member_state_dict(i, self.params),
+                    "optimizer": {k: v[i].detach().cpu().clone() for k, v in self.state.items()},
+                    "best": {"score": float(best["score"][i]), "epoch": best["epoch"][i],
+                             "state_dict": self.member_state_dict(i, best["params"])},
+                    "metrics": member.metrics}, tmp)
+        tmp.replace(path)
+
+    def resume(self, i, member, best) -> int:
+        """Load member i from its newest checkpoint; returns the epoch it continues with (0: none)."""
+        path = member.run_dir / CHECKPOINT
+        if not path.is_file():
+            return 0
+        saved = torch.load(path, map_location=self.device, weights_only=False)
+        for k in self.params:
+            self.params[k][i] = saved["state_dict"][f"model.{k}"]
+            best["params"][k][i] = saved["best"]["state_dict"][f"model.{k}"]
+        for k in self.state:
+            self.state[k][i] = saved["optimizer"][k]
+        best["score"][i], best["epoch"][i] = saved["best"]["score"], saved["best"]["epoch"]
+        member.metrics.update(saved["metrics"])
+        member.resumed_from = str(path)
+        log.info("Member %s resumes from %s (epoch %d done)", member.run_dir, path, saved["epoch"])
+        return int(saved["epoch"]) + 1
+
+    def test(self, members, alive, best, checkpoint):
+        step = self.max_epochs * self.batches_per_epoch
+        params = self.params
+        use_best = [checkpoint is not None and m.cfg.test_ckpt == "best" and best["epoch"][i] >= 0
+                    for i, m in enumerate(members)]
+        if any(use_best):
+            params = {k: torch.where(torch.tensor(use_best, device=self.device).view(-1, *[1] * (v.dim() - 1)),
+                                     best["params"][k], v) for k, v in self.params.items()}
+        results = self.evaluate(params, "test") if self.cfg.test and self.splits["test"] is not None else {}
+        for i, member in enumerate(members):
+            if not bool(alive[i]) or member.error is not None:
+                continue
+            row = {f"test/{k}": float(v[i]) for k, v in results.items()}
+            if row:
+                member.history.log_metrics({**row, "epoch": float(self.max_epochs)}, step=step)
+            member.metrics.update(row)
+            member.history.finalize("success")
+            write_json(member.run_dir / "metrics.json", member.metrics)
+            write_json(member.run_dir / "status.json", {"status": "completed", "resumed_from": member.resumed_from})
+            log.info("Member %s final metrics: %s", member.run_dir, json.dumps(member.metrics, sort_keys=True))
+
+
+def train_group(cfgs: list[DictConfig]) -> list[Member]:
+    """Train these members (same group_key) as one ensemble; raises NotVectorizable when they cannot be."""
+    return Ensemble(cfgs).run()
+
