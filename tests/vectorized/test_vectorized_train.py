@@ -1,0 +1,117 @@
+"""The ensemble trainer gives each member the ordinary run's results (same config, same seed).
+
+Tolerance: float32 training on the digits MLP; metrics agree to rel 1e-5 (losses, accuracies; error % abs 1e-3,
+i.e. no example classified differently), history rows at the same steps with the same names.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, compose_config, train
+from psmexp.history import read_history
+from psmexp.vectorized.ensemble import train_group, vectorizable
+
+FAST = ["trainer.max_epochs=2", "threads=1", "logger=none"]
+HYPER = ["optim=hyper", "optim/primary=sgd", "callbacks=hyper", "task.on_nonfinite=skip", "test_ckpt=last",
+         "trainer.max_epochs=2", "threads=1", "logger=none"]
+
+
+def close(a: dict, b: dict, keys=None):
+    for key in keys or b:
+        assert key in a, key
+        tolerance = dict(abs=1e-3) if key.endswith("error") else dict(rel=1e-5, abs=1e-6)
+        assert a[key] == pytest.approx(b[key], **tolerance), key
+
+
+def members_vs_ordinary(tmp_path, base, variants):
+    cfgs = [compose_config(base + v, tmp_path / f"vec{i}") for i, v in enumerate(variants)]
+    assert vectorizable(cfgs[0]) is None
+    members = train_group(cfgs)
+    for i, (member, variant) in enumerate(zip(members, variants)):
+        assert member.error is None, member.error
+        _, ordinary = train(base + variant, tmp_path / f"ord{i}")
+        vectorized = json.loads((tmp_path / f"vec{i}" / "metrics.json").read_text())
+        assert set(vectorized) == set(ordinary)
+        close(vectorized, ordinary)
+        got, expected = read_history(tmp_path / f"vec{i}"), read_history(tmp_path / f"ord{i}")
+        assert set(got) == set(expected)
+        for name, series in expected.items():
+            assert [s for s, _ in got[name]] == [s for s, _ in series], name
+            close({str(s): v for s, v in got[name]}, {str(s): v for s, v in series})
+        assert json.loads((tmp_path / f"vec{i}" / "status.json").read_text())["status"] == "completed"
+
+
+def test_two_members_equal_two_ordinary_runs(tmp_path):
+    members_vs_ordinary(tmp_path, FAST, [["seed=0", "optim.lr=0.001"], ["seed=1", "optim.lr=0.01"]])
+
+
+def test_hyper_members_equal_ordinary_runs(tmp_path):
+    members_vs_ordinary(tmp_path, HYPER, [["seed=0", "optim.secondary.lr=0.01"],
+                                          ["seed=2", "optim.secondary.lr=1", "optim.secondary.clip=averaged_norm"]])
+
+
+def test_a_member_specific_error_fails_that_member_only(tmp_path):
+    cfgs = [compose_config(FAST + [f"optim.lr={lr}"], tmp_path / f"m{i}") for i, lr in enumerate((0.001, -1.0))]
+    good, bad = train_group(cfgs)
+    assert good.error is None and json.loads((tmp_path / "m0" / "status.json").read_text())["status"] == "completed"
+    status = json.loads((tmp_path / "m1" / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == "ValueError: Invalid learning rate: -1.0"
+
+
+def test_a_diverging_member_fails_as_its_ordinary_run(tmp_path):
+    variants = [["optim=sgd", "optim.lr=0.1"], ["optim=sgd", "optim.lr=inf"]]
+    cfgs = [compose_config(FAST + v, tmp_path / f"m{i}") for i, v in enumerate(variants)]
+    good, bad = train_group(cfgs)
+    assert good.error is None
+    with pytest.raises(FloatingPointError) as ordinary:
+        train(FAST + variants[1], tmp_path / "ord")
+    assert str(bad.error) == str(ordinary.value)
+    _, ordinary_good = train(FAST + variants[0], tmp_path / "ord_good")
+    close(good.metrics, ordinary_good)
+
+
+def sweep(sweep_dir, *extra, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    args = [sys.executable, "-c", "from psmexp.train import main; main()", "-m", "launcher=vectorized",
+            "trainer.max_epochs=6", "threads=1", "logger=none", "seed=0,1", "optim.lr=0.001,0.01",
+            f"hydra.sweep.dir={sweep_dir}", *extra]
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kwargs)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_every_member(tmp_path):
+    reference = sweep(tmp_path / "reference")
+    assert reference.wait(timeout=600) == 0, reference.stdout.read()
+    victim = sweep(tmp_path / "killed", start_new_session=True)
+    checkpoints = [tmp_path / "killed" / str(j) / "checkpoints" / "vectorized.ckpt" for j in range(4)]
+    deadline = time.time() + 300
+    while not all(c.is_file() for c in checkpoints) and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "0" / "metrics.json").exists(), "killed too late to test resuming"
+    again = sweep(tmp_path / "killed")
+    output = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, output
+    for j in range(4):
+        status = json.loads((tmp_path / "killed" / str(j) / "status.json").read_text())
+        assert status["status"] == "completed" and status["resumed_from"], status
+        close(json.loads((tmp_path / "killed" / str(j) / "metrics.json").read_text()),
+              json.loads((tmp_path / "reference" / str(j) / "metrics.json").read_text()))
+
+
+@pytest.mark.slow
+def test_cli_sweep_mixes_ensembles_and_ordinary_jobs(tmp_path):
+    """model=mlp,cnn: two ensembles (one per model); task=toy2d is not vectorizable and runs the ordinary way."""
+    proc = sweep(tmp_path / "s", "model=mlp,cnn", "model.in_channels=1", "model.image_size=8")
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output
+    assert "8 jobs in 2 ensemble(s) of sizes [4, 4]" in output
