@@ -123,6 +123,9 @@ class Ensemble:
     """Trains the members (configs that share `group_key`); `run()` returns one Member per config."""
 
     def __init__(self, cfgs: list[DictConfig]):
+        keys = {group_key(cfg) for cfg in cfgs}
+        if len(keys) != 1:
+            raise NotVectorizable("the members differ in more than seeds and optimizer hyperparameters")
         self.members = [Member(cfg, Path(cfg.paths.output_dir)) for cfg in cfgs]
         self.cfg = cfgs[0]
 

@@ -52,6 +52,12 @@ def test_two_members_equal_two_ordinary_runs(tmp_path):
     members_vs_ordinary(tmp_path, FAST, [["seed=0", "optim.lr=0.001"], ["seed=1", "optim.lr=0.01"]])
 
 
+def test_cnn_members_equal_ordinary_runs(tmp_path):
+    members_vs_ordinary(tmp_path, FAST + ["model=cnn", "model.in_channels=1", "model.image_size=8",
+                                          "trainer.max_epochs=1"],
+                        [["seed=0", "optim.lr=0.001"], ["seed=3", "optim.lr=0.01", "+optim.weight_decay=0.1"]])
+
+
 def test_hyper_members_equal_ordinary_runs(tmp_path):
     members_vs_ordinary(tmp_path, HYPER, [["seed=0", "optim.secondary.lr=0.01"],
                                           ["seed=2", "optim.secondary.lr=1", "optim.secondary.clip=averaged_norm"]])
@@ -110,8 +116,25 @@ def test_sigkill_then_rerun_resumes_every_member(tmp_path):
 
 @pytest.mark.slow
 def test_cli_sweep_mixes_ensembles_and_ordinary_jobs(tmp_path):
-    """model=mlp,cnn: two ensembles (one per model); task=toy2d is not vectorizable and runs the ordinary way."""
-    proc = sweep(tmp_path / "s", "model=mlp,cnn", "model.in_channels=1", "model.image_size=8")
+    """sched=none,cosine: the 4 jobs without a scheduler form one ensemble, the 4 with one run the ordinary way;
+    all 8 complete and each ordinary job equals its vectorized twin up to the scheduler's effect (not compared)."""
+    proc = sweep(tmp_path / "s", "sched=none,cosine", "trainer.max_epochs=1")
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, output
-    assert "8 jobs in 2 ensemble(s) of sizes [4, 4]" in output
+    assert "4 jobs in 1 ensemble(s) of sizes [4]; 4 run the ordinary way" in output
+    assert "a learning-rate scheduler has no vectorized form" in output
+    for j in range(8):
+        assert json.loads((tmp_path / "s" / str(j) / "status.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_nothing_vectorizable_says_so_and_runs(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    done = subprocess.run([sys.executable, "-c", "from psmexp.train import main; main()", "-m", "launcher=vectorized",
+                           "task=toy2d", "trainer.max_epochs=1", "threads=1", "seed=0,1",
+                           f"hydra.sweep.dir={tmp_path / 's'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "nothing in this sweep can be vectorized" in done.stdout + done.stderr
+    for j in range(2):
+        assert json.loads((tmp_path / "s" / str(j) / "status.json").read_text())["status"] == "completed"
