@@ -34,6 +34,9 @@ def sweep(preset: str, launcher: str, sweep_dir: Path, extra: list[str], data_ro
     began = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - began
+    for line in (done.stdout + done.stderr).splitlines():   # what the launcher grouped, and why not the rest
+        if "launcher=vectorized" in line or "ordinary: jobs" in line:
+            print("   ", line.split(" - ", 1)[-1])
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
         raise SystemExit(f"{launcher} sweep failed (exit {done.returncode})")

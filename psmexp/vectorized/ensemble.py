@@ -94,8 +94,11 @@ def group_key(cfg: DictConfig) -> str:
     data = {k: v for k, v in container["data"].items() if k != "seed"}
     keep = {k: container.get(k) for k in ("model", "task", "loss", "sched", "trainer", "callbacks", "test",
                                           "test_ckpt", "threads", "resume")}
-    return json.dumps({"data": data, "optim": container["optim"].get("_target_"), **keep}, sort_keys=True,
-                      default=str)
+    key = json.dumps({"data": data, "optim": container["optim"].get("_target_"), **keep}, sort_keys=True,
+                     default=str)
+    # a resolved config names its own run dir (e.g. the checkpoint dirpath): that is not a difference
+    output_dir = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
+    return key.replace(str(output_dir), "${paths.output_dir}") if isinstance(output_dir, str) else key
 
 
 @dataclass

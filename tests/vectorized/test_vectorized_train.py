@@ -63,6 +63,15 @@ def test_hyper_members_equal_ordinary_runs(tmp_path):
                                           ["seed=2", "optim.secondary.lr=1", "optim.secondary.clip=averaged_norm"]])
 
 
+def test_resolved_members_share_a_group_key(tmp_path):
+    """Resolved configs name their own run dirs (checkpoint dirpath): still one group."""
+    from omegaconf import OmegaConf
+    from psmexp.vectorized.ensemble import group_key
+    keys = {group_key(OmegaConf.create(OmegaConf.to_container(
+        compose_config(FAST + [f"seed={s}"], tmp_path / f"m{s}"), resolve=True))) for s in (0, 1)}
+    assert len(keys) == 1
+
+
 def test_a_member_specific_error_fails_that_member_only(tmp_path):
     cfgs = [compose_config(FAST + [f"optim.lr={lr}"], tmp_path / f"m{i}") for i, lr in enumerate((0.001, -1.0))]
     good, bad = train_group(cfgs)
@@ -107,6 +116,7 @@ def test_sigkill_then_rerun_resumes_every_member(tmp_path):
     again = sweep(tmp_path / "killed")
     output = again.communicate(timeout=600)[0]
     assert again.returncode == 0, output
+    assert "4 jobs in 1 ensemble(s)" in output and "run the ordinary way:" not in output, output
     for j in range(4):
         status = json.loads((tmp_path / "killed" / str(j) / "status.json").read_text())
         assert status["status"] == "completed" and status["resumed_from"], status
@@ -122,6 +132,7 @@ def test_cli_sweep_mixes_ensembles_and_ordinary_jobs(tmp_path):
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, output
     assert "4 jobs in 1 ensemble(s) of sizes [4]; 4 run the ordinary way" in output
+    assert "run the ordinary way:" not in output   # the ensemble did not turn its jobs down
     assert "a learning-rate scheduler has no vectorized form" in output
     for j in range(8):
         assert json.loads((tmp_path / "s" / str(j) / "status.json").read_text())["status"] == "completed"
