@@ -1,4 +1,4 @@
-"""The ensemble trainer: M classification runs (one composed config each) trained together in one process.
+"""The ensemble trainer: M classification runs (sparse_linear: psmexp.vectorized.sparse_linear) (one composed config each) trained together in one process.
 
 Each member is built exactly as `psmexp-train` builds its run (psmexp.train.build's order: seed_everything(seed),
 data module, model), so its initial weights and its data (splits, and the training order drawn from the data
@@ -40,27 +40,32 @@ from psmexp.vectorized.optim import NotVectorizable, needs_total_steps, stacked_
 log = logging.getLogger(__name__)
 
 CHECKPOINT = Path("checkpoints") / "vectorized.ckpt"
-TASKS = {"psmexp.tasks.classification.Classification"}
-MODELS = {"psmexp.models.mlp.MLP", "psmexp.models.cnn.CNN"}
-LOSSES = {"torch.nn.CrossEntropyLoss"}
+CLASSIFICATION, SPARSE_LINEAR = "psmexp.tasks.classification.Classification", "psmexp.tasks.sparse_linear.SparseLinearTask"
+TASKS = {CLASSIFICATION: {"models": {"psmexp.models.mlp.MLP", "psmexp.models.cnn.CNN"},
+                          "losses": {"torch.nn.CrossEntropyLoss"}},
+         SPARSE_LINEAR: {"models": {"psmexp.models.sparse_linear.SparseLinear"},
+                         "losses": {"psmexp.losses.linear.LogisticLoss", "psmexp.losses.linear.SquaredLoss"}}}
 CALLBACKS = {"pytorch_lightning.callbacks.ModelCheckpoint", "pytorch_lightning.callbacks.LearningRateMonitor",
              "psmexp.callbacks.grad_stats.GradStats", "psmexp.callbacks.hyper_logger.HyperparameterLogger"}
 LOGGERS = {"pytorch_lightning.loggers.TensorBoardLogger"}   # accepted; its files are not written
 # trainer keys that may be set (with their neutral values for the others)
 TRAINER_KEYS = {"_target_", "accelerator", "devices", "max_epochs", "log_every_n_steps", "deterministic",
+                "enable_checkpointing",
                 "enable_progress_bar", "enable_model_summary", "gradient_clip_val", "num_sanity_val_steps"}
 SECOND_MOMENT_OPTIMIZERS = {"torch.optim.Adam", "torch.optim.AdamW", "psmexp.optim.adam_family.AdamFamily"}
 
 
 def vectorizable(cfg: DictConfig) -> str | None:
     """None when this job can be trained in an ensemble, otherwise the reason why not (shown to the user)."""
-    checks = [(cfg.task.get("_target_") in TASKS, f"task {cfg.task.get('_target_')}"),
-              (cfg.model.get("_target_") in MODELS, f"model {cfg.model.get('_target_')}"),
-              (cfg.loss.get("_target_") in LOSSES, f"loss {cfg.loss.get('_target_')}"),
+    task = cfg.task.get("_target_")
+    if task not in TASKS:
+        return f"task {task} has no vectorized form (vectorized: {', '.join(sorted(TASKS))})"
+    checks = [(cfg.model.get("_target_") in TASKS[task]["models"], f"model {cfg.model.get('_target_')}"),
+              (cfg.loss.get("_target_") in TASKS[task]["losses"], f"loss {cfg.loss.get('_target_')}"),
               (cfg.sched.get("scheduler") is None, "a learning-rate scheduler")]
     for ok, what in checks:
         if not ok:
-            return f"{what} has no vectorized form"
+            return f"{what} has no vectorized form with {task}"
     for key, value in cfg.trainer.items():
         if key not in TRAINER_KEYS and value is not None:
             return f"trainer.{key}={value!r} has no vectorized form"
@@ -73,6 +78,11 @@ def vectorizable(cfg: DictConfig) -> str | None:
             if node is not None and node.get("_target_") not in allowed:
                 return f"{group}.{name} ({node.get('_target_')}) has no vectorized form"
     target = cfg.optim.get("_target_")
+    if task == SPARSE_LINEAR:
+        from psmexp.vectorized.sparse_linear import OPTIMIZERS
+        if cfg.task.get("algorithm", "sgd") != "sgd":
+            return f"task.algorithm={cfg.task.algorithm}: SVRG and the Hogwild!/Wild engines are not vectorized"
+        return None if target in OPTIMIZERS else f"sparse_linear with {target} has no vectorized form"
     try:
         stacked_optimizer(target, [optimizer_options(cfg)], total_steps=1)
     except NotVectorizable as error:
@@ -91,7 +101,9 @@ def group_key(cfg: DictConfig) -> str:
     """Jobs with the same key have the same model, data shapes, task, loss, trainer and callbacks: one ensemble.
     Seeds and optimizer hyperparameters may differ (they are per member)."""
     container = OmegaConf.to_container(cfg, resolve=False)
-    data = {k: v for k, v in container["data"].items() if k != "seed"}
+    # classification members each have their own data (seed); sparse_linear members share theirs
+    shared_data = container["task"].get("_target_") == SPARSE_LINEAR
+    data = {k: v for k, v in container["data"].items() if shared_data or k != "seed"}
     keep = {k: container.get(k) for k in ("model", "task", "loss", "sched", "trainer", "callbacks", "test",
                                           "test_ckpt", "threads", "resume")}
     key = json.dumps({"data": data, "optim": container["optim"].get("_target_"), **keep}, sort_keys=True,
@@ -420,5 +432,10 @@ class Ensemble:
 
 def train_group(cfgs: list[DictConfig]) -> list[Member]:
     """Train these members (same group_key) as one ensemble; raises NotVectorizable when they cannot be."""
+    if cfgs[0].task._target_ == SPARSE_LINEAR:
+        from psmexp.vectorized.sparse_linear import SparseLinearEnsemble
+        if len({group_key(cfg) for cfg in cfgs}) != 1:
+            raise NotVectorizable("the members differ in more than their optimizer hyperparameters")
+        return SparseLinearEnsemble([Member(cfg, Path(cfg.paths.output_dir)) for cfg in cfgs]).run()
     return Ensemble(cfgs).run()
 
