@@ -1,8 +1,9 @@
-"""The ensemble trainer: M classification runs (sparse_linear: psmexp.vectorized.sparse_linear) (one composed config each) trained together in one process.
+"""The ensemble trainer: M classification runs (one composed config each) trained together in one process
+(sparse_linear: psmexp.vectorized.sparse_linear).
 
 Each member is built exactly as `psmexp-train` builds its run (psmexp.train.build's order: seed_everything(seed),
-data module, model), so its initial weights and its data (splits, and the training order drawn from the data
-module's own seeded sampler, one permutation per epoch) are the ordinary run's. The weights are stacked along a
+data module, model), so its initial weights and its data (splits, and the training order: the data module's own
+seeded sampler, iterated to its end each epoch as Lightning's loop iterates it here) are the ordinary run's. The weights are stacked along a
 member dimension M and one step evaluates all members with torch.func (functional_call under vmap), backpropagates
 the sum of the finite member losses and applies the functional optimizer (psmexp.vectorized.optim) with each
 member's own hyperparameters and state. What the ordinary run would write, each member writes to its own run
@@ -40,7 +41,8 @@ from psmexp.vectorized.optim import NotVectorizable, needs_total_steps, stacked_
 log = logging.getLogger(__name__)
 
 CHECKPOINT = Path("checkpoints") / "vectorized.ckpt"
-CLASSIFICATION, SPARSE_LINEAR = "psmexp.tasks.classification.Classification", "psmexp.tasks.sparse_linear.SparseLinearTask"
+CLASSIFICATION = "psmexp.tasks.classification.Classification"
+SPARSE_LINEAR = "psmexp.tasks.sparse_linear.SparseLinearTask"
 TASKS = {CLASSIFICATION: {"models": {"psmexp.models.mlp.MLP", "psmexp.models.cnn.CNN"},
                           "losses": {"torch.nn.CrossEntropyLoss"}},
          SPARSE_LINEAR: {"models": {"psmexp.models.sparse_linear.SparseLinear"},
@@ -203,10 +205,9 @@ class Ensemble:
                 raise NotVectorizable(f"the {split} splits of the members differ in shape: {sorted(shapes)}")
             self.splits[split] = (stack([d.tensors[0] for d in datasets]).to(self.device),
                                   stack([d.tensors[1] for d in datasets]).to(self.device))
-        # Lightning calls train_dataloader() once per fit; its seeded sampler draws one permutation per epoch
+        # Lightning calls train_dataloader() once per fit and iterates its seeded sampler to the end each epoch
         self.samplers = [datamodule.train_dataloader().sampler for _, datamodule, _ in kept]
         self.active_members = [member for member, _, _ in kept]
-        self.options = optimizers
         dtype = next(self.template.parameters()).dtype
         self.optimizer = stacked_optimizer(cfg.optim._target_, optimizers, dtype, total_steps=total_steps)
         self.params = {name: stack([dict(model.named_parameters())[name].detach() for _, _, model in kept])
@@ -311,7 +312,7 @@ class Ensemble:
         if hasattr(optimizer, "names"):   # hyperoptimizer stack: the primary's current lr
             values = optimizer.rules[0].values({n: self.state[f"raw0.{n}"] for n in optimizer.names[0]})
             return [float(v) for v in values["lr"].tolist()] if "lr" in values else []
-        return [float(options.get("lr", 0.0)) for options in self.options]
+        return optimizer.lrs
 
     def log_step(self, members, targets, step, epoch, b, loss, grads, taking, active, rows, logging_step):
         M = len(members)

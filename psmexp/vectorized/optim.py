@@ -97,6 +97,7 @@ class ElementwiseOptimizer:
         self.size = len(members)
         table = hyperparameter_table(members, signature_defaults(get_object(self.target)),
                                      {k: None for k in self.supported}, self.target)
+        self.lrs = [float(v) for v in table["lr"]]   # as the optimizer's param_groups hold them (LR monitor)
         self.flags = {k: v for k, v in table.items() if isinstance(v[0], bool)}
         self.hyper = {k: self.tensor(v, dtype) for k, v in table.items()
                       if k not in self.flags and v[0] is not None}

@@ -50,7 +50,8 @@ CASES = {
                            for a, c in ((1e-4, None), (1e-3, "averaged_norm"))]),
     "hyper_three_levels": ("psmexp.optim.hyper.HyperStack",
                            [dict(primary="sgd", secondary={"name": "adam", "lr": a, "clip": c},
-                                 higher=[{"name": "sgd", "lr": 1e-5}]) for a, c in ((1e-3, None), (1e-2, "averaged_norm"))]),
+                                 higher=[{"name": "sgd", "lr": 1e-5}])
+                            for a, c in ((1e-3, None), (1e-2, "averaged_norm"))]),
 }
 
 
@@ -165,7 +166,8 @@ def test_batched_clip_equals_the_papers_clip():
     grads = torch.randn(6, 3, 5, generator=gen, dtype=torch.float64)
     theta = torch.rand(3, generator=gen, dtype=torch.float64)
     for step in (1, 2, 7):
-        clipped, kept = batched_averaged_norm_clip(grads[step % 6], theta, torch.full((3,), float(step), dtype=torch.float64))
+        steps = torch.full((3,), float(step), dtype=torch.float64)
+        clipped, kept = batched_averaged_norm_clip(grads[step % 6], theta, steps)
         for m in range(3):
             c, k = averaged_norm_clip(grads[step % 6][m], theta[m], step)
             torch.testing.assert_close(clipped[m], c)
