@@ -35,7 +35,7 @@ def sweep(preset: str, launcher: str, sweep_dir: Path, extra: list[str], data_ro
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - began
     for line in (done.stdout + done.stderr).splitlines():   # what the launcher grouped, and why not the rest
-        if "launcher=vectorized" in line or "ordinary: jobs" in line:
+        if "launcher=vectorized:" in line or "ordinary: jobs" in line:
             print("   ", line.split(" - ", 1)[-1])
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
@@ -90,6 +90,9 @@ def main():
         equal, diverged, differ = compare(ordinary, vectorized, args.metric, args.tolerance, args.chance)
         print(f"jobs: {len(ordinary)}; {args.metric} within {args.tolerance}: {equal}; both diverged "
               f"(>= {args.chance}): {diverged}; different: {len(differ)} {differ}")
+        close = sum(all(abs(v - vectorized.get(job, {}).get(k, float("nan"))) <= 1e-3 * max(abs(v), 1e-6)
+                        for k, v in m.items() if k != "time/train_s") for job, m in ordinary.items())
+        print(f"jobs whose every final metric agrees within 0.1% (time/train_s aside): {close}")
         print(f"speed-up (ordinary / vectorized wall clock): {times['ordinary'] / times['vectorized']:.1f}x")
 
 

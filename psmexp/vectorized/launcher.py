@@ -21,9 +21,6 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from psmexp.vectorized.ensemble import group_key, train_group, vectorizable
-from psmexp.vectorized.optim import NotVectorizable
-
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +54,8 @@ class VectorizedLauncher(Launcher):
         return ret
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        # imported here: Hydra imports every plugin module of every app at start-up, this one should stay light
+        from psmexp.vectorized.ensemble import group_key, vectorizable
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -94,6 +93,8 @@ class VectorizedLauncher(Launcher):
         return [results[i] for i in range(len(configs))]
 
     def _ensemble(self, group: list[int], configs, job_overrides, initial_job_idx) -> dict[int, JobReturn]:
+        from psmexp.vectorized.ensemble import train_group
+        from psmexp.vectorized.optim import NotVectorizable
         prepared = {}
         for i in group:
             log.info("\t#%d (vectorized) : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
