@@ -212,7 +212,7 @@ class Ensemble:
         self.optimizer = stacked_optimizer(cfg.optim._target_, optimizers, dtype, total_steps=total_steps)
         self.params = {name: stack([dict(model.named_parameters())[name].detach() for _, _, model in kept])
                        .to(self.device) for name, _ in self.template.named_parameters()}
-        self.state = {k: v.to(self.device) for k, v in self.optimizer.init_state(self.params).items()}
+        self.state = self.optimizer.init_state(self.params)   # on the parameters' device
         return True
 
     # ---- the functional model ----

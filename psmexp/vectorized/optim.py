@@ -108,7 +108,8 @@ class ElementwiseOptimizer:
         return torch.tensor(values, dtype=dtype)
 
     def init_state(self, params: Tensors) -> Tensors:
-        state = {"step": torch.zeros(self.size, dtype=torch.long)}
+        device = next(iter(params.values())).device
+        state = {"step": torch.zeros(self.size, dtype=torch.long, device=device)}
         for name, p in params.items():
             state.update({f"{name}.{s}": torch.zeros_like(p) for s in self.state_names})
         return state
@@ -133,7 +134,7 @@ class ElementwiseOptimizer:
         return new_params, new_state
 
     def broadcast(self, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        value = value.to(like.dtype)
+        value = value.to(like)   # dtype and device of the parameters
         return value.view(value.shape[0], *value.shape[1:], *([1] * (like.dim() - value.dim())))
 
     def hyperparameters(self, state: Tensors) -> list[dict[str, float]]:
@@ -175,7 +176,7 @@ class Adam(ElementwiseOptimizer):
 
     def broadcast(self, value, like):
         if value.dim() == 2:   # betas [M, 2] -> [M, 2, 1, ...]; split in update()
-            value = value.to(like.dtype)
+            value = value.to(like)
             return value.view(value.shape[0], 2, *([1] * (like.dim() - 1)))
         return super().broadcast(value, like)
 
@@ -317,16 +318,17 @@ class HyperStack:
 
     def targets(self, k: int, flat: torch.Tensor) -> list[torch.Tensor]:
         """Example tensors of level k's targets: the flat weights for the primary, one [M] per hyperparameter."""
-        return [flat] if k == 0 else [torch.zeros(self.size, dtype=flat.dtype) for _ in self.names[k - 1]]
+        return [flat] if k == 0 else [flat.new_zeros(self.size) for _ in self.names[k - 1]]
 
     def init_state(self, params: Tensors) -> Tensors:
         flat = torch.cat([p.reshape(self.size, -1) for p in params.values()], dim=1)
-        zero = torch.zeros(self.size, dtype=flat.dtype)
+        zero = flat.new_zeros(self.size)
+        self.clip = [c.to(flat.device) for c in self.clip]
         state = {}
         for k, rule in enumerate(self.rules):
-            state.update({f"raw{k}.{name}": v.to(flat.dtype).clone() for name, v in self.raw_init[k].items()})
-            state[f"steps{k}"] = torch.zeros(self.size, dtype=torch.long)
-            state[f"record_step{k}"] = torch.zeros(self.size, dtype=torch.long)
+            state.update({f"raw{k}.{name}": v.to(flat).clone() for name, v in self.raw_init[k].items()})
+            state[f"steps{k}"] = torch.zeros(self.size, dtype=torch.long, device=flat.device)
+            state[f"record_step{k}"] = torch.zeros(self.size, dtype=torch.long, device=flat.device)
             for i, target in enumerate(self.targets(k, flat)):
                 init = rule.init_state(target)
                 state.update({f"state{k}.{i}.{key}": v for key, v in init.items()})
