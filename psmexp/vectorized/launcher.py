@@ -13,6 +13,7 @@ Re-running the same command in the same sweep directory resumes each member from
 from __future__ import annotations
 
 import logging
+import traceback
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,6 +94,7 @@ class VectorizedLauncher(Launcher):
         return [results[i] for i in range(len(configs))]
 
     def _ensemble(self, group: list[int], configs, job_overrides, initial_job_idx) -> dict[int, JobReturn]:
+        from psmexp.train import write_json
         from psmexp.vectorized.ensemble import train_group
         from psmexp.vectorized.optim import NotVectorizable
         prepared = {}
@@ -109,6 +111,14 @@ class VectorizedLauncher(Launcher):
                      error)
             return {i: self._run(configs[i], self.task_function) for i in members} | \
                 {i: returns[i] for i in failed}
+        except Exception as error:   # the ensemble itself failed: its jobs fail, the rest of the sweep goes on
+            log.exception("launcher=vectorized: the ensemble of jobs %s failed", [initial_job_idx + i for i in members])
+            for i in members:
+                write_json(Path(prepared[i].return_value.paths.output_dir) / "status.json",
+                           {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                            "traceback": traceback.format_exc(), "resumed_from": None})
+                returns[i].status, returns[i].return_value = JobStatus.FAILED, error
+            return returns
         for i, member in zip(members, trained):
             ret = returns[i]
             if member.error is not None:
