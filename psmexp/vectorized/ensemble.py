@@ -5,8 +5,8 @@ Each member is built exactly as `psmexp-train` builds its run (psmexp.train.buil
 data module, model), so its initial weights and its data (splits, and the training order: the data module's own
 seeded sampler, iterated to its end each epoch as Lightning's loop iterates it here) are the ordinary run's.
 The weights are stacked along a member dimension M and one step evaluates all members with torch.func
-(functional_call under vmap), backpropagates the sum of the finite member losses and applies the functional optimizer (psmexp.vectorized.optim) with each
-member's own hyperparameters and state. What the ordinary run would write, each member writes to its own run
+(functional_call under vmap), backpropagates the sum of the finite member losses and applies the functional
+optimizer (psmexp.vectorized.optim) with each member's own hyperparameters and state. What the ordinary run would write, each member writes to its own run
 directory: status.json, history.jsonl (same metric names, steps and cadence), metrics.json, and, when the
 callbacks hold a ModelCheckpoint, a checkpoint per epoch (checkpoints/vectorized.ckpt: the newest epoch, with the
 optimizer state, for resuming; epochNNN.ckpt: the best weights under the monitor, Lightning's state_dict keys).
