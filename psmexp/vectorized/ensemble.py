@@ -6,10 +6,11 @@ data module, model), so its initial weights and its data (splits, and the traini
 seeded sampler, iterated to its end each epoch as Lightning's loop iterates it here) are the ordinary run's.
 The weights are stacked along a member dimension M and one step evaluates all members with torch.func
 (functional_call under vmap), backpropagates the sum of the finite member losses and applies the functional
-optimizer (psmexp.vectorized.optim) with each member's own hyperparameters and state. What the ordinary run would write, each member writes to its own run
-directory: status.json, history.jsonl (same metric names, steps and cadence), metrics.json, and, when the
-callbacks hold a ModelCheckpoint, a checkpoint per epoch (checkpoints/vectorized.ckpt: the newest epoch, with the
-optimizer state, for resuming; epochNNN.ckpt: the best weights under the monitor, Lightning's state_dict keys).
+optimizer (psmexp.vectorized.optim) with each member's own hyperparameters and state. What the ordinary run would
+write, each member writes to its own run directory: status.json, history.jsonl (same metric names, steps and
+cadence), metrics.json, and, when the callbacks hold a ModelCheckpoint, a checkpoint per epoch
+(checkpoints/vectorized.ckpt: the newest epoch, with the optimizer state, for resuming; epochNNN.ckpt: the best
+weights under the monitor, Lightning's state_dict keys).
 
 Per member, the ordinary run's behaviour is kept: `task.on_nonfinite=raise` fails that member (status failed, the
 same FloatingPointError message) and the others go on; `skip` masks the member for that step (no update, logged as
