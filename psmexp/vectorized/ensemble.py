@@ -2,15 +2,16 @@
 (sparse_linear: psmexp.vectorized.sparse_linear).
 
 Each member is built exactly as `psmexp-train` builds its run (psmexp.train.build's order: seed_everything(seed),
-data module, model), so its initial weights and its data (splits, and the training order: the data module's own
-seeded sampler, iterated to its end each epoch as Lightning's loop iterates it here) are the ordinary run's.
+data module, model), so its initial weights and its data (splits, and the training order, a function of (seed,
+epoch): psmexp.data.order.epoch_permutation, as the data module's sampler draws it) are the ordinary run's.
 The weights are stacked along a member dimension M and one step evaluates all members with torch.func
 (functional_call under vmap), backpropagates the sum of the finite member losses and applies the functional
 optimizer (psmexp.vectorized.optim) with each member's own hyperparameters and state. What the ordinary run would
 write, each member writes to its own run directory: status.json, history.jsonl (same metric names, steps and
 cadence), metrics.json, and, when the callbacks hold a ModelCheckpoint, a checkpoint per epoch
-(checkpoints/vectorized.ckpt: the newest epoch, with the optimizer state, for resuming; epochNNN.ckpt: the best
-weights under the monitor, Lightning's state_dict keys).
+(checkpoints/vectorized_last.pt: the newest epoch, with the optimizer state, for resuming;
+vectorized_epochNNN.pt: the best weights under the monitor, Lightning's state_dict keys). They are not Lightning
+checkpoints and are named so that an ordinary re-run (psmexp.checkpoints.resume_checkpoint reads *.ckpt) ignores them.
 
 Per member, the ordinary run's behaviour is kept: `task.on_nonfinite=raise` fails that member (status failed, the
 same FloatingPointError message) and the others go on; `skip` masks the member for that step (no update, logged as
@@ -34,6 +35,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from psmexp.config import ConfigError, validate
+from psmexp.data.order import ResumableOrder, epoch_permutation
 from psmexp.history import HistoryLogger
 from psmexp.tasks.base import NONFINITE_POLICIES
 from psmexp.train import write_json
@@ -41,14 +43,16 @@ from psmexp.vectorized.optim import NotVectorizable, needs_total_steps, stacked_
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = Path("checkpoints") / "vectorized.ckpt"
+CHECKPOINT = Path("checkpoints") / "vectorized_last.pt"
+RESUME_CALLBACK = "psmexp.callbacks.resume.ResumeCheckpoint"
+MODEL_CHECKPOINT = "pytorch_lightning.callbacks.ModelCheckpoint"
 CLASSIFICATION = "psmexp.tasks.classification.Classification"
 SPARSE_LINEAR = "psmexp.tasks.sparse_linear.SparseLinearTask"
 TASKS = {CLASSIFICATION: {"models": {"psmexp.models.mlp.MLP", "psmexp.models.cnn.CNN"},
                           "losses": {"torch.nn.CrossEntropyLoss"}},
          SPARSE_LINEAR: {"models": {"psmexp.models.sparse_linear.SparseLinear"},
                          "losses": {"psmexp.losses.linear.LogisticLoss", "psmexp.losses.linear.SquaredLoss"}}}
-CALLBACKS = {"pytorch_lightning.callbacks.ModelCheckpoint", "pytorch_lightning.callbacks.LearningRateMonitor",
+CALLBACKS = {MODEL_CHECKPOINT, RESUME_CALLBACK, "pytorch_lightning.callbacks.LearningRateMonitor",
              "psmexp.callbacks.grad_stats.GradStats", "psmexp.callbacks.hyper_logger.HyperparameterLogger"}
 LOGGERS = {"pytorch_lightning.loggers.TensorBoardLogger"}   # accepted; its files are not written
 # trainer keys that may be set (with their neutral values for the others)
@@ -76,6 +80,10 @@ def vectorizable(cfg: DictConfig) -> str | None:
         return "trainer.gradient_clip_val has no vectorized form"
     if int(cfg.trainer.get("devices", 1) or 1) != 1:
         return "trainer.devices != 1"
+    resume = next((n for n in (cfg.get("callbacks") or {}).values() if n is not None
+                   and n.get("_target_") == RESUME_CALLBACK), None)
+    if resume is not None and resume.get("every_n_train_steps"):
+        return "callbacks.resume_checkpoint.every_n_train_steps (mid-epoch checkpoints) has no vectorized form"
     for group, allowed in (("callbacks", CALLBACKS), ("logger", LOGGERS)):
         for name, node in (cfg.get(group) or {}).items():
             if node is not None and node.get("_target_") not in allowed:
@@ -179,6 +187,9 @@ class Ensemble:
             raise NotVectorizable(f"model {cfg.model._target_} has buffers (e.g. batch norm)")
         self.loss = instantiate(cfg.loss)
         self.max_epochs = int(cfg.trainer.max_epochs)
+        for _, datamodule, _ in built:
+            if not isinstance(datamodule, ResumableOrder):
+                raise NotVectorizable(f"data {cfg.data._target_} does not draw its order from psmexp.data.order")
         self.batches_per_epoch = len(built[0][1].train_dataloader().sampler)
         total_steps = self.batches_per_epoch * self.max_epochs
         # the ordinary optimizer is built for each member first: its own checks give the member's error
@@ -206,8 +217,8 @@ class Ensemble:
                 raise NotVectorizable(f"the {split} splits of the members differ in shape: {sorted(shapes)}")
             self.splits[split] = (stack([d.tensors[0] for d in datasets]).to(self.device),
                                   stack([d.tensors[1] for d in datasets]).to(self.device))
-        # Lightning calls train_dataloader() once per fit and iterates its seeded sampler to the end each epoch
-        self.samplers = [datamodule.train_dataloader().sampler for _, datamodule, _ in kept]
+        self.orders = [(len(datamodule.splits["train"]), datamodule.seed, datamodule.batch_size)
+                       for _, datamodule, _ in kept]
         self.active_members = [member for member, _, _ in kept]
         dtype = next(self.template.parameters()).dtype
         self.optimizer = stacked_optimizer(cfg.optim._target_, optimizers, dtype, total_steps=total_steps)
@@ -245,7 +256,9 @@ class Ensemble:
         M = len(members)
         callbacks = {n: c for n, c in (cfg.callbacks or {}).items() if c is not None}
         targets = {c._target_: c for c in callbacks.values()}
-        checkpoint = targets.get("pytorch_lightning.callbacks.ModelCheckpoint")
+        checkpoint = targets.get(MODEL_CHECKPOINT)   # the best epoch (test_ckpt: best)
+        # what a re-run resumes from: written after every epoch when the callbacks checkpoint at all
+        self.resumable = checkpoint is not None or RESUME_CALLBACK in targets
         monitor = checkpoint.get("monitor") if checkpoint is not None else None
         sign = -1.0 if checkpoint is not None and checkpoint.get("mode", "min") == "max" else 1.0
         log_every = int(cfg.trainer.get("log_every_n_steps", 50))
@@ -255,19 +268,16 @@ class Ensemble:
         best = {"score": torch.full((M,), math.inf), "epoch": [-1] * M,
                 "params": {k: v.clone() for k, v in self.params.items()}}
         for i, member in enumerate(members):
-            start_epoch[i] = self.resume(i, member, best) if member.cfg.resume and checkpoint is not None else 0
+            start_epoch[i] = self.resume(i, member, best) if member.cfg.resume and self.resumable else 0
             write_json(member.run_dir / "status.json", {"status": "running", "resumed_from": member.resumed_from})
             member.history = HistoryLogger(member.run_dir)
-        for i, epochs in enumerate(start_epoch):   # each member's sampler at its own next epoch
-            for _ in range(epochs):
-                list(iter(self.samplers[i]))
         lr_name = f"lr-{self.cfg.optim._target_.rsplit('.', 1)[1]}"
         nb = self.batches_per_epoch
         x_all, y_all = self.splits["train"]
         member_index = torch.arange(M, device=self.device)[:, None]
         for epoch in range(min(start_epoch), self.max_epochs):
             taking = torch.tensor([epoch >= s for s in start_epoch], device=self.device) & alive
-            batches = [list(iter(self.samplers[i])) if epoch >= start_epoch[i] else None for i in range(M)]
+            batches = [self.train_batches(i, epoch) if epoch >= start_epoch[i] else None for i in range(M)]
             for b in range(nb):
                 step = epoch * nb + b
                 size = len(next(bs for bs in batches if bs is not None)[b])
@@ -307,6 +317,11 @@ class Ensemble:
                 self.log_step(members, targets, step, epoch, b, loss, grads, taking, active, rows, logging_step)
             self.end_epoch(members, taking, epoch, nb, best, monitor, sign, checkpoint)
         self.test(members, alive, best, checkpoint)
+
+    def train_batches(self, i: int, epoch: int) -> list[list[int]]:
+        """Member i's batches of this epoch, as its data module's BatchSampler(EpochOrder) yields them."""
+        n, seed, batch_size = self.orders[i]
+        return [b.tolist() for b in epoch_permutation(n, seed, epoch).split(batch_size)]
 
     def learning_rates(self) -> list[float]:
         optimizer = self.optimizer
@@ -360,16 +375,15 @@ class Ensemble:
             row = {f"val/{k}": float(v[i]) for k, v in metrics.items()}
             member.metrics.update(row)
             member.history.log_metrics({**row, "epoch": float(epoch)}, step=step)
-            if checkpoint is None:
-                continue
-            score = sign * row.get(monitor, math.nan)
-            if best["epoch"][i] < 0 or score < best["score"][i]:   # NaN never improves, as in ModelCheckpoint
+            score = sign * row.get(monitor, math.nan) if checkpoint is not None else math.nan
+            if checkpoint is not None and (best["epoch"][i] < 0 or score < best["score"][i]):   # NaN never improves
                 old = best["epoch"][i]
                 best["score"][i], best["epoch"][i] = score, epoch
                 for k, v in self.params.items():
                     best["params"][k][i] = v[i]
                 self.save_best(i, member, epoch, step + 1, old)
-            self.save_last(i, member, epoch, step + 1, best)
+            if self.resumable:
+                self.save_last(i, member, epoch, step + 1, best)
 
     def member_state_dict(self, i: int, params) -> dict:
         return {f"model.{k}": v[i].detach().cpu().clone() for k, v in params.items()}
@@ -377,11 +391,11 @@ class Ensemble:
     def save_best(self, i, member, epoch, global_step, old_epoch):
         folder = member.run_dir / "checkpoints"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"epoch{epoch:03d}.ckpt"
+        path = folder / f"vectorized_epoch{epoch:03d}.pt"
         torch.save({"epoch": epoch, "global_step": global_step,
                     "state_dict": self.member_state_dict(i, self.params)}, path)
         if old_epoch >= 0 and old_epoch != epoch:
-            (folder / f"epoch{old_epoch:03d}.ckpt").unlink(missing_ok=True)
+            (folder / f"vectorized_epoch{old_epoch:03d}.pt").unlink(missing_ok=True)
 
     def save_last(self, i, member, epoch, global_step, best):
         path = member.run_dir / CHECKPOINT

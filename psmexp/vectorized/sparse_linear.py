@@ -21,6 +21,7 @@ import time
 import torch
 from hydra.utils import instantiate
 
+from psmexp.data.order import epoch_permutation
 from psmexp.history import HistoryLogger
 from psmexp.optim.adabatch import AGGREGATIONS, preconditioner
 from psmexp.tasks.sparse_linear import reference_optimum
@@ -132,7 +133,6 @@ class SparseLinearEnsemble:
         policy = [m.cfg.task.get("on_nonfinite", "raise") for m in members]
         log_every = int(cfg.trainer.get("log_every_n_steps", 50))
         max_epochs = int(cfg.trainer.max_epochs)
-        loader = self.datamodule.train_dataloader()
         train_rows = self.datamodule.splits["train"].everything()
         test_rows = self.datamodule.splits["test"].everything()
         frequency = self.datamodule.frequency
@@ -141,13 +141,13 @@ class SparseLinearEnsemble:
         alive = torch.ones(M, dtype=torch.bool)
         optimizer_steps = [0] * M
         seconds, samples, step = 0.0, 0, 0
-        nb = len(loader)
+        rows, batch_size = self.datamodule.splits["train"], self.datamodule.batch_size
+        nb = len(self.datamodule.train_dataloader())
         for epoch in range(max_epochs):
-            # len(loader) batches, no next() past the last one: the ordinary run's loop does the same, so the sampler
-            # draws one permutation per epoch (a next() past the end would draw RandomSampler's trailing one too)
-            batches = iter(loader)
-            for b in range(nb):
-                batch = next(batches)
+            # the data module's order (psmexp.data.order): a function of (seed, epoch), batches as its BatchSampler
+            order = epoch_permutation(len(rows), self.datamodule.seed, epoch).split(batch_size)
+            for indices in order:
+                batch = rows.select(indices)
                 began = time.perf_counter()
                 loss = self.loss(batched_margins(self.weight, batch), batch["target"]).mean(dim=1)
                 finite = torch.isfinite(loss)

@@ -106,7 +106,7 @@ def test_sigkill_then_rerun_resumes_every_member(tmp_path):
     reference = sweep(tmp_path / "reference")
     assert reference.wait(timeout=600) == 0, reference.stdout.read()
     victim = sweep(tmp_path / "killed", start_new_session=True)
-    checkpoints = [tmp_path / "killed" / str(j) / "checkpoints" / "vectorized.ckpt" for j in range(4)]
+    checkpoints = [tmp_path / "killed" / str(j) / "checkpoints" / "vectorized_last.pt" for j in range(4)]
     deadline = time.time() + 300
     while not all(c.is_file() for c in checkpoints) and time.time() < deadline and victim.poll() is None:
         time.sleep(0.2)
