@@ -9,10 +9,14 @@ computed by forward-mode AD (psmexp.perceptual.metric). nu, g and Phi come from 
     psmexp-precompute data.total_size=2000 data.test_size=200 \
         data.data_dir=data/ftm_mini synth.n_samples=8192 shard_size=64      # CPU-scale check
     psmexp-precompute max_shards=50                  # at most 50 shards; rerun to continue
+    psmexp-precompute 'splits=[train]' reverse=true  # a second process on the same split, from its last shard
+    psmexp-precompute data.num_train=320             # M of the first 320 train sounds only (the shards done so far);
+                                                     # training with the same data.num_train reads it
 
 Output in out_dir (default <data_dir>/metric_<perceptual choice>):
   shards/<split>/shard_<k>.npy   M of sounds [k * shard_size, (k + 1) * shard_size) of the split, float64 (n, 5, 5)
   M_<split>.npy (N, 5, 5), eig_<split>.npy (N, 5) ascending eigenvalues, both float64, written when a split is complete
+                                 (N = data.num_<split> when set: the split's first N sounds)
   manifest.json                  what M was computed from (data settings and sizes, nu scaling, synth, Phi, dtype,
                                  shard_size) and the measured samples/s per split
 Every file is written to a temporary name and renamed, so a killed run leaves only complete shards; rerunning the
@@ -42,18 +46,25 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def sound_representation(synth, representation, scaler):
-    """nu (B, 5) -> Phi(g(theta(nu))), the map whose Jacobian defines M."""
+    """nu (B, 5) -> Phi(g(theta(nu))), the map whose Jacobian defines M. Phi is `representation.phi` when the module
+    has one (JTFS: log1p(c S / eps) by default, the paper's, or S with perceptual.phi=raw), else the module itself
+    (log-STFT, already log-compressed)."""
+    phi = getattr(representation, "phi", representation)
+
     def fn(nu: torch.Tensor) -> torch.Tensor:
-        return representation(synth(scaler.from_nu(nu)))
+        return phi(synth(scaler.from_nu(nu)))
     return fn
 
 
 def compute_shards(fn, nu: np.ndarray, shard_dir: Path, shard_size: int, batch_size: int, device: torch.device,
-                   dtype: torch.dtype, vectorize: bool = True, max_shards: int | None = None) -> dict:
-    """Compute the missing shards of one split. nu: (N, 5). Returns {"computed": [k...], "samples", "seconds"}."""
+                   dtype: torch.dtype, vectorize: bool = True, max_shards: int | None = None,
+                   reverse: bool = False) -> dict:
+    """Compute the missing shards of one split (last to first if `reverse`). nu: (N, 5).
+    Returns {"computed": [k...], "samples", "seconds"}."""
     shard_dir.mkdir(parents=True, exist_ok=True)
     computed, samples, seconds = [], 0, 0.0
-    for k in range(math.ceil(len(nu) / shard_size)):
+    order = range(math.ceil(len(nu) / shard_size))
+    for k in (reversed(order) if reverse else order):
         path = shard_dir / f"shard_{k:06d}.npy"
         if path.is_file():
             continue
@@ -129,9 +140,15 @@ def run(cfg: DictConfig) -> dict:
     budget = cfg.max_shards
     for split in cfg.splits:
         nu = datamodule.scaler.to_nu(torch.from_numpy(datamodule.theta[split])).numpy()
+        limit = datamodule.limits[split]
+        if limit is not None and limit < len(nu):
+            if limit % cfg.shard_size:
+                raise ValueError(f"data.num_{split}={limit}: must be a multiple of shard_size={cfg.shard_size} (or "
+                                 f"null), so that the shards stay those of the whole split")
+            nu = nu[:limit]
         shard_dir = out_dir / "shards" / split
         stats = compute_shards(fn, nu, shard_dir, cfg.shard_size, cfg.batch_size, device, dtype,
-                               vectorize=cfg.vectorize, max_shards=budget)
+                               vectorize=cfg.vectorize, max_shards=budget, reverse=cfg.reverse)
         if budget is not None:
             budget -= len(stats["computed"])
         rate = stats["samples"] / stats["seconds"] if stats["seconds"] else None

@@ -15,7 +15,8 @@ How
     evaluates both gradients with torch.autograd.grad (parameter .grad untouched) under the same random seed
     (identical dropout masks), then restores w_{t+1}, the module's buffers (BatchNorm statistics) and the
     global random state exactly, so training proceeds as if the probe had not happened. Steps where the
-    weights did not move (d = 0 on the subset) are not logged; a non-finite s_t is logged as is.
+    weights did not move (d = 0 on the subset: s_t = 0/0, e.g. Adam whose second moment overflowed) are not
+    logged; a non-finite s_t is logged as is. Norms are taken in float64.
     `history` keeps every (step t, s_t).
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ def roughness(grad_mid: list[torch.Tensor], grad_t: list[torch.Tensor], w_next: 
     masks = masks if masks is not None else [None] * len(w_t)
     dg = torch.cat([select(a - b, m) for a, b, m in zip(grad_mid, grad_t, masks)])
     dw = torch.cat([select(a - b, m) for a, b, m in zip(w_next, w_t, masks)])
-    return 2 * torch.linalg.vector_norm(dg) / torch.linalg.vector_norm(dw)
+    # float64 norms: the PNP gradients of Fig. 3 (~1e28 per weight) square past float32's range
+    return 2 * torch.linalg.vector_norm(dg, dtype=torch.float64) / torch.linalg.vector_norm(dw, dtype=torch.float64)
 
 
 class GradRoughness(pl.Callback):

@@ -17,7 +17,13 @@ def global_grad_norm(parameters) -> torch.Tensor:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    if not torch.isfinite(norm) and all(bool(torch.isfinite(g).all()) for g in grads):
+        # finite gradients whose squares overflow their dtype (float32 past ~1.8e19, the PNP loss with a large
+        # lambda): the norm again in float64, so a large gradient is reported as large, not inf
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64)
+                                                     for g in grads]))
+    return norm
 
 
 def nonfinite_second_moment_fraction(optimizer: torch.optim.Optimizer) -> float | None:

@@ -17,7 +17,9 @@ Files in data_dir (only parameters; audio is synthesised on the fly by the task,
 Batches are dicts {"theta": (B, 5), "nu": (B, 5), "M": (B, 5, 5) if metric_dir is given}; nu is the min-max
 scaling of the box coordinates to [-1, 1] fit on the whole train split (psmexp.synth.ftm.ParamScaler).
 The metric files come from psmexp.precompute: metric_dir/M_<split>.npy (N_split, 5, 5) and manifest.json; M_train.npy
-is required when metric_dir is set, a split without its file gets batches without "M".
+is required when metric_dir is set, a split without its file gets batches without "M". `metric_expect` ({"synth": ...,
+"perceptual": ...}, the run's config nodes; set by loss=pnp) must equal what manifest.json says M was computed with
+(synth settings and signal length, Phi and JTFS settings), else setup is an error naming the file and the keys.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from psmexp.data.in_memory import InMemoryDataModule
 from psmexp.synth.ftm import LOG_SCALED, PARAM_BOX, PARAM_NAMES, ParamScaler
@@ -134,12 +137,13 @@ class FTMDrumsDataModule(InMemoryDataModule):
     num_train, num_val, num_test: use only the first n sounds of a split (null = all), e.g. for CPU-scale runs;
     nu and M stay those of the full data set. seed: shuffling of the train split.
     metric_dir: directory of precomputed M_<split>.npy (psmexp.precompute) or null.
+    metric_expect: {"synth": node, "perceptual": node} the M must have been computed with (see the module docstring).
     """
 
     def __init__(self, data_dir, total_size: int = 100_000, test_size: int = 10_000, bins: int = 10,
                  interior_bins: int = 6, grid_seed: int = 0, num_train: int | None = None,
                  num_val: int | None = None, num_test: int | None = None, batch_size: int = 256, seed: int = 0,
-                 generate_if_missing: bool = True, metric_dir=None, num_params: int = 5):
+                 generate_if_missing: bool = True, metric_dir=None, num_params: int = 5, metric_expect=None):
         super().__init__(batch_size, seed)
         if num_params != len(PARAM_NAMES):
             raise ValueError(f"data.num_params={num_params}: the FTM drum has {len(PARAM_NAMES)} {PARAM_NAMES}")
@@ -149,6 +153,9 @@ class FTMDrumsDataModule(InMemoryDataModule):
         self.limits = {"train": num_train, "val": num_val, "test": num_test}
         self.generate_if_missing = generate_if_missing
         self.metric_dir = None if metric_dir is None else Path(metric_dir)
+        if OmegaConf.is_config(metric_expect):
+            metric_expect = OmegaConf.to_container(metric_expect, resolve=True)
+        self.metric_expect = metric_expect
         self.num_params = num_params
         self.theta: dict[str, np.ndarray] = {}
         self.scaler: ParamScaler | None = None
@@ -178,7 +185,8 @@ class FTMDrumsDataModule(InMemoryDataModule):
         if self.splits:
             return
         self.load()
-        metric = read_metric(self.metric_dir, self.theta, self.scaler) if self.metric_dir is not None else {}
+        metric = read_metric(self.metric_dir, self.theta, self.scaler, self.settings, self.metric_expect,
+                             self.limits) if self.metric_dir is not None else {}
         for split in SPLITS:
             limit = self.limits[split]
             if limit is not None and not 0 < limit <= len(self.theta[split]):
@@ -190,8 +198,38 @@ class FTMDrumsDataModule(InMemoryDataModule):
             self.splits[split] = ParamDataset(**tensors)
 
 
-def read_metric(metric_dir, theta: dict[str, np.ndarray], scaler: ParamScaler) -> dict[str, np.ndarray]:
-    """Read metric_dir/M_<split>.npy (train required, val/test if present), checking sizes and the nu scaling."""
+# Settings that change how M is computed, not what it is: ignored by the comparison.
+NOT_IDENTITY = {"chunk_elements"}
+
+
+def _differences(stored, expected, prefix: str) -> list[str]:
+    """'key: stored -> expected' for every leaf that differs between two nested dicts (ignoring NOT_IDENTITY)."""
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        keys = sorted((set(stored) | set(expected)) - NOT_IDENTITY)
+        return [d for k in keys for d in _differences(stored.get(k), expected.get(k), f"{prefix}.{k}")]
+    return [] if stored == expected else [f"{prefix}: {stored!r} in the file, {expected!r} in this run"]
+
+
+def check_metric_identity(manifest_path: Path, identity: dict, data_settings: dict | None,
+                          expect: dict | None) -> None:
+    """Refuse an M computed with other data settings, synth (signal length) or Phi/JTFS settings than the run's."""
+    differences = []
+    if data_settings is not None:
+        differences += _differences(identity.get("data"), data_settings, "data")
+    for key, node in (expect or {}).items():
+        if node is not None:
+            differences += _differences(identity.get(key), node, key)
+    if differences:
+        raise ValueError(f"{manifest_path}: M was computed with other settings than this run's: "
+                         f"{'; '.join(differences)}. Run psmexp.precompute with this run's settings into another "
+                         f"data.metric_dir, or use the settings the file was made with")
+
+
+def read_metric(metric_dir, theta: dict[str, np.ndarray], scaler: ParamScaler, data_settings: dict | None = None,
+                expect: dict | None = None, limits: dict | None = None) -> dict[str, np.ndarray]:
+    """Read metric_dir/M_<split>.npy (train required, val/test if present), checking sizes, the nu scaling and that
+    the data settings and the `expect` nodes (synth, perceptual) are those manifest.json records. An M of the first
+    n sounds of a split only (psmexp.precompute with data.num_<split>=n) serves runs using at most n of them."""
     metric_dir = Path(metric_dir)
     manifest_path = metric_dir / "manifest.json"
     if not manifest_path.is_file():
@@ -201,6 +239,7 @@ def read_metric(metric_dir, theta: dict[str, np.ndarray], scaler: ParamScaler) -
     if not np.allclose(manifest["scaler"]["lo"], scaler.lo.numpy()) or \
             not np.allclose(manifest["scaler"]["hi"], scaler.hi.numpy()):
         raise ValueError(f"{manifest_path}: M was computed with another nu scaling than this data set's train split")
+    check_metric_identity(manifest_path, manifest.get("identity", {}), data_settings, expect)
     metric = {}
     for split in SPLITS:
         path = metric_dir / f"M_{split}.npy"
@@ -209,7 +248,9 @@ def read_metric(metric_dir, theta: dict[str, np.ndarray], scaler: ParamScaler) -
                 raise FileNotFoundError(f"metric_dir '{metric_dir}' lacks M_train.npy (run psmexp.precompute)")
             continue
         values = np.load(path)
-        if values.shape != (len(theta[split]), 5, 5):
-            raise ValueError(f"{path}: shape {values.shape}, expected ({len(theta[split])}, 5, 5) for the {split} split")
+        needed = min(len(theta[split]), (limits or {}).get(split) or len(theta[split]))
+        if values.shape[1:] != (5, 5) or not needed <= len(values) <= len(theta[split]):
+            raise ValueError(f"{path}: shape {values.shape}, expected ({len(theta[split])}, 5, 5) for the {split} "
+                             f"split, or at least its first data.num_{split}={needed} rows")
         metric[split] = values
     return metric

@@ -4,7 +4,7 @@ What it is
     Andén, Lostanlen & Mallat, "Joint time-frequency scattering" (IEEE TSP 2019), in the form used as the
     perceptual representation Phi of Han, Lostanlen & Lagrange, "Gradient Clipping Improves Neural Network
     Optimization for Perceptual Sound Matching" (Sec. II-A; paper config J=13, Q=(12, 1), Q_fr=1, F=2, global
-    time averaging, Phi(x) = log1p(S(x) / eps)). The filters are kymatio 0.3.0's 1-D Morlet filter banks
+    time averaging, Phi(x) = log1p(S(x) / eps), see `JTFS.phi`). The filters are kymatio 0.3.0's 1-D Morlet filter banks
     (`scattering_filter_factory`, `morlet_1d`, `gauss_1d`, numpy arrays in the Fourier domain); the transform
     itself uses only torch.fft, products with constant tensors, and torch.abs of complex tensors, so reverse-mode
     (backward) and forward-mode AD (torch.func.jvp / jacfwd) both work. Kymatio's own torch backend uses custom
@@ -40,6 +40,17 @@ subsampled convolution equals the full-rate one (kymatio 0.3.0's `periodize_filt
 periods, i.e. is 2**-j1 times that, although its docstring says sum).
 
 Shapes: input (B, N) real; output (B, n_paths) real, >= 0. Homogeneous of degree 1: S(c x) = c S(x), c > 0.
+
+Normalisation and the perceptual representation Phi (`JTFS.phi`, what psmexp.precompute differentiates for M)
+    `forward` returns S without kymatio's energy correction. The paper's reference code (kymatio 0.3.dev0, PR #674,
+    T = 2**J by default) multiplies every coefficient by its energy-correction factor sqrt(2**J) (the time stride of
+    the averaging it was built for; 2**6.5 = 90.5 at J=13, the ~90x measured between the two, with a per-path spread:
+    /work/shared/FACTS.md) and then takes log1p(S_ref / eps) with eps = 1e-3 (`log1p(Sx * 1e3)`, taslp23.S_from_x).
+    So `phi="log1p"` computes Phi(x) = log1p(c S(x) / eps) with c = sqrt(2**J) when `energy_correction` (default)
+    and c = 1 otherwise: eps is stated in the reference's terms, and eps / c is the equivalent eps on S's own scale
+    (1e-3 / 90.5 = 1.1e-5 at J=13). `phi="raw"` returns S itself (psmexp's metric before 2026-11-25; not the
+    paper's). The reference also keeps the signed zeroth-order coefficient inside the log; it is left out here (see
+    above), so log1p's argument is always >= 1.
 """
 from __future__ import annotations
 
@@ -58,6 +69,9 @@ from torch import nn
 SIGMA0 = 0.1          # kymatio's low-pass width constant: sigma = SIGMA0 / scale
 R_PSI = math.sqrt(0.5)
 ALPHA = 5.0           # kymatio's aliasing tolerance for the maximal subsampling of a filter
+
+
+PHI_MODES = ("log1p", "raw")
 
 
 def log1p_normalized(S: torch.Tensor, eps: float) -> torch.Tensor:
@@ -110,7 +124,9 @@ class JTFS(nn.Module):
         Q_fr: frequential wavelets per octave (paper: 1).
         F: width of the frequential low-pass phi_F, and its subsampling stride 2**floor(log2 F) (paper: 2).
         T: time averaging; only "global" (mean over time) is implemented, as in the paper.
-        eps: the eps of `phi` = log1p(S / eps) (reference: 1e-3; see `median_eps`).
+        phi: what `phi` returns: "log1p" (the paper's Phi = log1p(c S / eps)) or "raw" (S itself, not the paper's).
+        eps: the eps of Phi in the reference's terms (its 1e-3; see the module docstring and `median_eps`).
+        energy_correction: c = sqrt(2**J) (kymatio's correction, as in the reference code) if True, else c = 1.
         pad: zero padding in samples; N_pad = next_pow2(N + pad). Default 2**J (0 = circular on N = 2**k).
         chunk_elements: complex entries per batched frequential filtering step (speed/memory only, no effect
             on the result beyond float rounding). 2**20 (8 MB) avoids allocator churn on CPU (2**23 made
@@ -118,7 +134,8 @@ class JTFS(nn.Module):
     """
 
     def __init__(self, shape, J: int, Q=(12, 1), J_fr: int | None = None, Q_fr: int = 1, F: int = 2,
-                 T="global", eps: float = 1e-3, pad: int | None = None, chunk_elements: int = 2 ** 20):
+                 T="global", phi: str = "log1p", eps: float = 1e-3, energy_correction: bool = True,
+                 pad: int | None = None, chunk_elements: int = 2 ** 20):
         super().__init__()
         self.N = _parse_length(shape)
         if T != "global":
@@ -133,6 +150,8 @@ class JTFS(nn.Module):
             raise ValueError(f"F must be an integer >= 1, got {F!r}")
         if eps <= 0:
             raise ValueError(f"eps must be > 0, got {eps}")
+        if phi not in PHI_MODES:
+            raise ValueError(f"phi={phi!r}: allowed values are {', '.join(PHI_MODES)}")
         pad = 2 ** J if pad is None else int(pad)
         if pad < 0:
             raise ValueError(f"pad must be >= 0, got {pad}")
@@ -140,6 +159,8 @@ class JTFS(nn.Module):
             raise ValueError(f"chunk_elements must be >= 1, got {chunk_elements}")
         self.chunk_elements = int(chunk_elements)
         self.J, self.Q, self.Q_fr, self.F, self.eps = int(J), tuple(int(q) for q in Q), int(Q_fr), int(F), eps
+        self.phi_mode = phi
+        self.energy_scale = 2.0 ** (self.J / 2) if energy_correction else 1.0
         self.N_pad = _next_pow2(self.N + pad)
         self.stride_fr = 2 ** int(math.floor(math.log2(self.F)))
 
@@ -242,5 +263,7 @@ class JTFS(nn.Module):
         return torch.cat(out, dim=1)
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
-        """Perceptual representation Phi(x) = log1p(JTFS(x) / eps), (B, N) -> (B, n_paths)."""
-        return log1p_normalized(self(x), self.eps)
+        """Perceptual representation, (B, N) -> (B, n_paths): log1p(c S(x) / eps) for phi="log1p" (the paper's
+        Phi, Sec. II-B; c = energy_scale), S(x) for phi="raw"."""
+        S = self(x)
+        return log1p_normalized(S * self.energy_scale, self.eps) if self.phi_mode == "log1p" else S

@@ -89,7 +89,7 @@ def test_metric_files_join_the_batches(tmp_path):
     metric_dir = tmp_path / "metric"
     metric_dir.mkdir()
     (metric_dir / "manifest.json").write_text(json.dumps(
-        {"scaler": {"lo": dm.scaler.lo.tolist(), "hi": dm.scaler.hi.tolist()}}))
+        {"scaler": {"lo": dm.scaler.lo.tolist(), "hi": dm.scaler.hi.tolist()}, "identity": {"data": dm.settings}}))
     m_train = np.arange(len(dm.theta["train"]) * 25, dtype=float).reshape(-1, 5, 5)
     np.save(metric_dir / "M_train.npy", m_train)
     with_metric = FTMDrumsDataModule(tmp_path / "ftm", total_size=300, test_size=20, batch_size=8,

@@ -12,7 +12,9 @@ from psmexp.history import read_history
 from psmexp.precompute import run as precompute
 
 TINY_DATA = ["data.total_size=120", "data.test_size=6", "data.bins=4", "data.interior_bins=2", "synth.n_samples=1024"]
-TINY_TASK = ["data.batch_size=8", "perceptual.J=5", "perceptual.Q=[8,1]", "task.frontend.fmin=500",
+# The perceptual representation of the run must be the one M was computed with (manifest.json): log-STFT, cheap.
+TINY_STFT = ["perceptual=stft", "perceptual.n_fft=128", "perceptual.hop_length=64"]
+TINY_TASK = ["data.batch_size=8", "task.frontend.fmin=500",
              "task.frontend.n_bins=24", "logger=none", "trainer.max_epochs=2", "+trainer.limit_train_batches=2",
              "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1"]
 
@@ -30,10 +32,9 @@ def tiny_metric(tmp_path, one_thread):
     """Tiny data set and its metric M (log-STFT Phi, cheap) written by psmexp.precompute."""
     data = [f"data.data_dir={tmp_path / 'data'}", *TINY_DATA]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("precompute", overrides=[*data, "perceptual.n_fft=128", "perceptual.hop_length=64",
-                                               f"out_dir={tmp_path / 'metric'}", "device=cpu"])
+        cfg = compose("precompute", overrides=[*data, *TINY_STFT, f"out_dir={tmp_path / 'metric'}", "device=cpu"])
     precompute(cfg)
-    return data + [f"data.metric_dir={tmp_path / 'metric'}"]
+    return data + TINY_STFT + [f"data.metric_dir={tmp_path / 'metric'}"]
 
 
 def test_pnp_with_lm_damping_trains_and_reports_sound_metrics(tiny_metric, tmp_path):
@@ -77,7 +78,7 @@ def test_damping_applies_to_training_only(tiny_metric, tmp_path):
 
 
 def test_pnp_without_metric_dir_fails_naming_the_key(tmp_path, one_thread):
-    data = [f"data.data_dir={tmp_path / 'data'}", *TINY_DATA, "data.metric_dir=null"]
+    data = [f"data.data_dir={tmp_path / 'data'}", *TINY_DATA, *TINY_STFT, "data.metric_dir=null"]
     from psmexp.config import ConfigError
     with pytest.raises(ConfigError, match="data.metric_dir"):
         train(["task=sound_matching", *data, *TINY_TASK], tmp_path / "run")
