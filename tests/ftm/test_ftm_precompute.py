@@ -91,3 +91,21 @@ def test_processes_on_other_splits_keep_each_others_timing(tmp_path, monkeypatch
     run(tiny_cfg(tmp_path, "metric", "splits=[train]"))
     manifest = json.loads((tmp_path / "metric" / "manifest.json").read_text())
     assert other_process_ran and set(manifest["timing"]) == {"train", "val"}
+
+
+def test_first_n_sounds_of_a_split_and_reverse_order(tmp_path):
+    """data.num_train=n computes (and assembles) M of the split's first n sounds only, the rows the full run gives;
+    a run with the same data.num_train reads it, one asking for more is refused naming the key."""
+    run(tiny_cfg(tmp_path, "metric", "data.num_train=16", "splits=[train]", "reverse=true"))
+    partial = np.load(tmp_path / "metric" / "M_train.npy")
+    assert partial.shape == (16, 5, 5) and np.load(tmp_path / "metric" / "eig_train.npy").shape == (16, 5)
+    run(tiny_cfg(tmp_path, "full", "splits=[train]"))
+    np.testing.assert_array_equal(partial, np.load(tmp_path / "full" / "M_train.npy")[:16])
+    with pytest.raises(ValueError, match="data.num_train=12: must be a multiple of shard_size=8"):
+        run(tiny_cfg(tmp_path, "metric", "data.num_train=12", "splits=[train]"))
+    kwargs = dict(total_size=120, test_size=6, bins=4, interior_bins=2, metric_dir=tmp_path / "metric")
+    dm = FTMDrumsDataModule(tmp_path / "data", num_train=16, **kwargs)
+    dm.setup()
+    assert dm.splits["train"].tensors["M"].shape == (16, 5, 5)
+    with pytest.raises(ValueError, match=r"M_train.npy: shape \(16, 5, 5\).*data.num_train=24"):
+        FTMDrumsDataModule(tmp_path / "data", num_train=24, **kwargs).setup()
