@@ -124,7 +124,7 @@ class JTFS(nn.Module):
         Q_fr: frequential wavelets per octave (paper: 1).
         F: width of the frequential low-pass phi_F, and its subsampling stride 2**floor(log2 F) (paper: 2).
         T: time averaging; only "global" (mean over time) is implemented, as in the paper.
-        phi: what `phi` returns: "log1p" (the paper's Phi = log1p(c S / eps)) or "raw" (S itself, not the paper's).
+        phi: what `phi` returns: "log1p" (Phi = log1p(c S / eps), the reference code's) or "raw" (S itself).
         eps: the eps of Phi in the reference's terms (its 1e-3; see the module docstring and `median_eps`).
         energy_correction: c = sqrt(2**J) (kymatio's correction, as in the reference code) if True, else c = 1.
         pad: zero padding in samples; N_pad = next_pow2(N + pad). Default 2**J (0 = circular on N = 2**k).
@@ -263,7 +263,7 @@ class JTFS(nn.Module):
         return torch.cat(out, dim=1)
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
-        """Perceptual representation, (B, N) -> (B, n_paths): log1p(c S(x) / eps) for phi="log1p" (the paper's
-        Phi, Sec. II-B; c = energy_scale), S(x) for phi="raw"."""
+        """Perceptual representation, (B, N) -> (B, n_paths): log1p(c S(x) / eps) for phi="log1p" (Phi of
+        the paper's eq. 3 as its reference code computes it; c = energy_scale), S(x) for phi="raw"."""
         S = self(x)
         return log1p_normalized(S * self.energy_scale, self.eps) if self.phi_mode == "log1p" else S
