@@ -6,9 +6,10 @@ second moment v in float32. Besides the run's final metrics, these layouts read 
     lambda_0        the first logged pnp/lambda (imposed or derived from M; with sanity_check_cut, after that cut)
     lambda cuts     how many times lambda was reduced
     nonfinite_v     the largest fraction of Adam's v entries that were inf/NaN at any logged step (optim/nonfinite_v_frac)
-Presets set `report.layout: psmexp.reports.gcwd.table1` or `psmexp.reports.gcwd.lambda_sweep`, so
-`psmexp-report <sweep dir>` prints them; `lambda_sweep` also writes <sweep dir>/gcwd_lambda_sweep.png (final test
-P-loss and Adam's non-finite fraction against lambda_0, one line per optimizer).
+Presets set `report.layout: psmexp.reports.gcwd.{table1,lambda_sweep,fig3}`, so `psmexp-report <sweep dir>` prints
+them; `lambda_sweep` also writes <sweep dir>/gcwd_lambda_sweep.png (final test P-loss and Adam's non-finite fraction
+against lambda_0, one line per optimizer), `fig3` <sweep dir>/gcwd_fig3.png (gradient norm and roughness per step,
+log axes; a step where the weights did not move on the probed subset has no roughness, eq. 12 being 0/0 there).
 """
 from __future__ import annotations
 
@@ -83,6 +84,58 @@ def plot_lambda_sweep(records: list[Record], filename: Path) -> Path:
     bottom.set(xscale="log", xlabel="lambda_0 (effective damping at step 0)", ylabel="Adam: max fraction of v non-finite",
                ylim=(-0.05, 1.05))
     for ax in (top, bottom):
+        ax.grid(True)
+        ax.legend(fontsize=8)
+    fig.savefig(filename, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return filename
+
+
+def fig3(records: list[Record], options: dict) -> str:
+    """Fig. 3: per optimizer, the median gradient norm and roughness over steps [0, 50) and [50, 100) (the objective
+    change at the milestone), and <root>/gcwd_fig3.png with both curves on log axes."""
+    records = [r for r in records if r.status == "completed"]
+    rows = []
+    for r in records:
+        history = read_history(r.run_dir)
+        change = min((s for s, _ in history.get("pnp/lambda", [])[1:]), default=None)
+        row = {"optim": str(r.value("optim")), "change at step": str(change)}
+        for key, name in (("grad/norm", "grad norm"), ("grad/roughness", "roughness")):
+            series = history.get(key, [])
+            before = [v for s, v in series if change is None or s < change]
+            after = [v for s, v in series if change is not None and s >= change]
+            row[f"{name} median before"] = f"{_median(before):.3g}" if before else "-"
+            row[f"{name} median after"] = f"{_median(after):.3g}" if after else "-"
+            row[f"{name} steps logged"] = str(len(series))
+        fractions = [v for _, v in history.get("optim/nonfinite_v_frac", [])]
+        row["nonfinite_v max"] = f"{max(fractions):.3g}" if fractions else "-"
+        rows.append(row)
+    text = render(rows, options["fmt"])
+    if records:
+        root = Path(os.path.commonpath([str(r.run_dir) for r in records]))
+        text += f"\nwrote {plot_fig3(records, root / 'gcwd_fig3.png')}\n"
+    return text
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def plot_fig3(records: list[Record], filename: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for r in sorted(records, key=lambda r: str(r.value("optim"))):
+        history = read_history(r.run_dir)
+        for ax, key in zip(axes, ("grad/norm", "grad/roughness")):
+            series = history.get(key, [])
+            ax.plot([s for s, _ in series], [v for _, v in series], ".-", label=str(r.value("optim")))
+    for ax, key in zip(axes, ("gradient norm", "gradient roughness (eq. 12, 10% of weights)")):
+        ax.set(yscale="log", xlabel="step", ylabel=key)
         ax.grid(True)
         ax.legend(fontsize=8)
     fig.savefig(filename, dpi=120, bbox_inches="tight")
