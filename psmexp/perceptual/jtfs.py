@@ -4,8 +4,8 @@ What it is
     Andén, Lostanlen & Mallat, "Joint time-frequency scattering" (IEEE TSP 2019), in the form used as the
     perceptual representation Phi of Han, Lostanlen & Lagrange, "Gradient Clipping Improves Neural Network
     Optimization for Perceptual Sound Matching" (Sec. II-A; paper config J=13, Q=(12, 1), Q_fr=1, F=2, global
-    time averaging, Phi(x) = log1p(S(x) / eps), see `JTFS.phi`). The filters are kymatio 0.3.0's 1-D Morlet filter banks
-    (`scattering_filter_factory`, `morlet_1d`, `gauss_1d`, numpy arrays in the Fourier domain); the transform
+    time averaging, Phi(x) = log1p(c S(x) / eps), see `JTFS.phi`). The filters are kymatio 0.3.0's 1-D Morlet filter
+    banks (`scattering_filter_factory`, `morlet_1d`, `gauss_1d`, numpy arrays in the Fourier domain); the transform
     itself uses only torch.fft, products with constant tensors, and torch.abs of complex tensors, so reverse-mode
     (backward) and forward-mode AD (torch.func.jvp / jacfwd) both work. Kymatio's own torch backend uses custom
     autograd.Functions without forward-mode support.
@@ -45,7 +45,7 @@ Normalisation and the perceptual representation Phi (`JTFS.phi`, what psmexp.pre
     `forward` returns S without kymatio's energy correction. The paper's reference code (kymatio 0.3.dev0, PR #674,
     T = 2**J by default) multiplies every coefficient by its energy-correction factor sqrt(2**J) (the time stride of
     the averaging it was built for; 2**6.5 = 90.5 at J=13, the ~90x measured between the two, with a per-path spread:
-    /work/shared/FACTS.md) and then takes log1p(S_ref / eps) with eps = 1e-3 (`log1p(Sx * 1e3)`, taslp23.S_from_x).
+    docs/results/gcwd.md) and then takes log1p(S_ref / eps) with eps = 1e-3 (`log1p(Sx * 1e3)`, taslp23.S_from_x).
     So `phi="log1p"` computes Phi(x) = log1p(c S(x) / eps) with c = sqrt(2**J) when `energy_correction` (default)
     and c = 1 otherwise: eps is stated in the reference's terms, and eps / c is the equivalent eps on S's own scale
     (1e-3 / 90.5 = 1.1e-5 at J=13). `phi="raw"` returns S itself (psmexp's metric before 2026-11-25; not the
