@@ -57,9 +57,11 @@ def lambda_sweep(records: list[Record], options: dict) -> str:
     for optim in sorted({str(r.value("optim")) for r in records}):
         runs = sorted((r for r in records if str(r.value("optim")) == optim), key=lambda r: r.metrics["lambda_0"])
         for r in runs:
+            val = [v for _, v in read_history(r.run_dir).get("val/ploss", [])]
             rows.append({"optim": optim, "lambda_0": f"{r.metrics['lambda_0']:.3g}",
-                         **{m: mean_std([r.metrics[m]]) for m in options["metrics"] + ["lambda cuts", "nonfinite_v"]
-                            if m in r.metrics}})
+                         **{m: mean_std([r.metrics[m]]) if m in r.metrics else "-"
+                            for m in options["metrics"] + ["lambda cuts", "nonfinite_v"]},
+                         "val/ploss per epoch": " -> ".join(f"{v:.3g}" for v in val)})
     if records:
         root = Path(os.path.commonpath([str(r.run_dir) for r in records]))
         rows_text = render(rows, options["fmt"])
