@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from psmexp.history import read_history
-from psmexp.report import Record, join_paper, mean_std, paper_rows, render, summary_rows
+from psmexp.report import Record, join_paper, mean_spread, paper_rows, render, summary_rows
 
 TABLE1_EXTRA = ["lambda_0", "lambda cuts", "nonfinite_v"]
 
@@ -59,7 +59,7 @@ def lambda_sweep(records: list[Record], options: dict) -> str:
         for r in runs:
             val = [v for _, v in read_history(r.run_dir).get("val/ploss", [])]
             rows.append({"optim": optim, "lambda_0": f"{r.metrics['lambda_0']:.3g}",
-                         **{m: mean_std([r.metrics[m]]) if m in r.metrics else "-"
+                         **{m: mean_spread([r.metrics[m]]) if m in r.metrics else "-"
                             for m in options["metrics"] + ["lambda cuts", "nonfinite_v"]},
                          "val/ploss per epoch": " -> ".join(f"{v:.3g}" for v in val)})
     if records:
