@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from pathlib import Path
 
 from psmexp.history import read_history
@@ -106,8 +107,8 @@ def fig3(records: list[Record], options: dict) -> str:
             series = history.get(key, [])
             before = [v for s, v in series if change is None or s < change]
             after = [v for s, v in series if change is not None and s >= change]
-            row[f"{name} median before"] = f"{_median(before):.3g}" if before else "-"
-            row[f"{name} median after"] = f"{_median(after):.3g}" if after else "-"
+            row[f"{name} median before"] = f"{statistics.median(before):.3g}" if before else "-"
+            row[f"{name} median after"] = f"{statistics.median(after):.3g}" if after else "-"
             row[f"{name} steps logged"] = str(len(series))
         fractions = [v for _, v in history.get("optim/nonfinite_v_frac", [])]
         row["nonfinite_v max"] = f"{max(fractions):.3g}" if fractions else "-"
@@ -117,11 +118,6 @@ def fig3(records: list[Record], options: dict) -> str:
         root = Path(os.path.commonpath([str(r.run_dir) for r in records]))
         text += f"\nwrote {plot_fig3(records, root / 'gcwd_fig3.png')}\n"
     return text
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
 
 
 def plot_fig3(records: list[Record], filename: Path) -> Path:
