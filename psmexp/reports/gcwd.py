@@ -5,7 +5,8 @@ Table I reports test P-loss and MSS of Adam vs GCWD; Sec. II-D attributes Adam's
 second moment v in float32. Besides the run's final metrics, these layouts read each run's history.jsonl:
     lambda_0        the first logged pnp/lambda (imposed or derived from M; with sanity_check_cut, after that cut)
     lambda cuts     how many times lambda was reduced
-    nonfinite_v     the largest fraction of Adam's v entries that were inf/NaN at any logged step (optim/nonfinite_v_frac)
+    nonfinite_v     the largest fraction of Adam's v entries that were inf/NaN at any logged step
+                    (optim/nonfinite_v_frac)
 Presets set `report.layout: psmexp.reports.gcwd.{table1,lambda_sweep,fig3}`, so `psmexp-report <sweep dir>` prints
 them; `lambda_sweep` also writes <sweep dir>/gcwd_lambda_sweep.png (final test P-loss and Adam's non-finite fraction
 against lambda_0, one line per optimizer), `fig3` <sweep dir>/gcwd_fig3.png (gradient norm and roughness per step,
@@ -84,7 +85,8 @@ def plot_lambda_sweep(records: list[Record], filename: Path) -> Path:
         if optim == "adam":
             bottom.plot(x, [r.metrics.get("nonfinite_v", math.nan) for r in runs], "o-", color="C0", label="adam")
     top.set(xscale="log", ylabel="final test P-loss")
-    bottom.set(xscale="log", xlabel="lambda_0 (effective damping at step 0)", ylabel="Adam: max fraction of v non-finite",
+    bottom.set(xscale="log", xlabel="lambda_0 (effective damping at step 0)",
+               ylabel="Adam: max fraction of v non-finite",
                ylim=(-0.05, 1.05))
     for ax in (top, bottom):
         ax.grid(True)

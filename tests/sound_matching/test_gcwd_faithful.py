@@ -182,7 +182,8 @@ def test_lambda0_overflowing_the_loss_fails_before_training(tiny_metric, tmp_pat
 
 
 def test_gradient_norm_and_roughness_of_float32_gradients_past_1e19_are_finite():
-    """Fig. 3's gradients (RMS ~7e29 per weight at an effective lambda of 1e31) square past float32: both are computed in float64."""
+    """Fig. 3's gradients (RMS ~7e29 per weight at an effective lambda of 1e31) square past float32: both are
+    computed in float64."""
     big = [torch.full((4,), 1e30), torch.full((2, 2), -1e30)]
     params = [SimpleNamespace(grad=g) for g in big]
     assert float(global_grad_norm(params)) == pytest.approx(1e30 * math.sqrt(8), rel=1e-6)
