@@ -73,7 +73,9 @@ def load_run(run_dir: Path) -> Record:
     status_file, metrics_file = run_dir / "status.json", run_dir / "metrics.json"
     status = json.loads(status_file.read_text()) if status_file.is_file() else {"status": "not started"}
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    state = status["status"] if status["status"] != "running" else "incomplete (killed or still running)"
+    state = {"running": "incomplete (killed or still running)",
+             "requeued": "requeued (SLURM time limit: checkpointed, waiting to resume)"}.get(status["status"],
+                                                                                            status["status"])
     return Record(run_dir, config, choices, overrides, state, status.get("error", ""), metrics)
 
 

@@ -30,6 +30,7 @@ from psmexp.callbacks.resume import ResumeCheckpoint
 from psmexp.checkpoints import AtomicCheckpointIO, UnreadableCheckpoints, resume_checkpoint
 from psmexp.config import ConfigError, flatten, validate
 from psmexp.history import HistoryLogger
+from psmexp.slurm import PreTimeoutCheckpoint
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -41,9 +42,9 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None):
-    """Instantiate (datamodule, task, trainer) from a composed config; `resume_history`: the history position stored in
-    the checkpoint the run resumes from (psmexp.history)."""
+def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None, extra_callbacks: list = ()):
+    """Instantiate (datamodule, task, trainer) from a composed config (plus `extra_callbacks`); `resume_history`: the
+    history position stored in the checkpoint the run resumes from (psmexp.history)."""
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task, model=instantiate(cfg.model), loss=instantiate(cfg.loss),
                        optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched))
@@ -54,6 +55,7 @@ def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None):
                 raise ConfigError(f"{group}.{name} has no _target_: it sets keys of a {group} entry that no selected "
                                   f"option defines (select it, e.g. {group}=[default,{name}], or drop the keys)")
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
+    callbacks += extra_callbacks
     callbacks.sort(key=lambda callback: isinstance(callback, ResumeCheckpoint))   # last (stable sort)
     loggers = [HistoryLogger(run_dir, resume_history)]
     loggers += [instantiate(node) for node in (cfg.logger or {}).values() if node]
@@ -93,9 +95,11 @@ def run(cfg: DictConfig) -> float | None:
     ckpt_path = str(resume[0]) if resume else None
     if ckpt_path:
         log.info("Resuming from %s", ckpt_path)
-    datamodule, task, trainer = build(cfg, run_dir, resume[1] if resume else None)
     write_json(run_dir / "status.json", {"status": "running", "resumed_from": ckpt_path})
+    pre_timeout = PreTimeoutCheckpoint.install()  # inside a SLURM (submitit) job: save, then requeue
     try:
+        datamodule, task, trainer = build(cfg, run_dir, resume[1] if resume else None,
+                                          [pre_timeout] if pre_timeout else [])
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.test:
@@ -103,9 +107,15 @@ def run(cfg: DictConfig) -> float | None:
             trainer.test(task, datamodule=datamodule, ckpt_path=best if cfg.test_ckpt == "best" and best else None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
     except BaseException as error:
-        write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                                             "traceback": traceback.format_exc(), "resumed_from": ckpt_path})
+        if pre_timeout and pre_timeout.requeued:
+            write_json(run_dir / "status.json", {"status": "requeued", "resumed_from": ckpt_path})
+        else:
+            write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                                                 "traceback": traceback.format_exc(), "resumed_from": ckpt_path})
         raise
+    finally:
+        if pre_timeout:
+            pre_timeout.uninstall()
     write_json(run_dir / "metrics.json", metrics)
     log_hparams_with_metrics(trainer, cfg, metrics)
     write_json(run_dir / "status.json", {"status": "completed", "resumed_from": ckpt_path})

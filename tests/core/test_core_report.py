@@ -58,3 +58,11 @@ def test_a_layout_that_moved_is_a_clear_error_and_layout_overrides_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="report.layout='psmexp.tasks.synthesis_report.table21'.*--layout"):
         report(tmp_path)
     assert report(tmp_path, layout="psmexp.reports.sing.table21").startswith("Ours (thesis Table 2.1")
+
+
+def test_a_run_waiting_for_its_slurm_requeue_is_not_reported_as_failed(tmp_path):
+    fake_run(tmp_path, "g0", "gcwd", "efficientnet_b0", 0, {"test/ploss": 0.02})
+    fake_run(tmp_path, "g1", "gcwd", "efficientnet_b0", 1, {"test/ploss": 0.5}, status="requeued")
+    text = report(tmp_path)
+    assert "1 of 2 runs did not complete" in text and "g1 [requeued (SLURM time limit: checkpointed, waiting" in text
+    assert "failed" not in text
