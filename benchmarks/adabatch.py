@@ -4,7 +4,7 @@ Both rules run on the same sparse batch of per-sample gradient entries drawn fro
 ratio AdaBatch / mini-batch is printed per batch size (goal: <= 1.2). Also printed: the deterministic
 `precondition` rule (eq. 4.9) and the whole sparse SGD step (entries + aggregation + update) for each rule.
 
-    PYTHONPATH=. python benchmarks/adabatch.py [--samples 20000 --features 100000 --active 100]
+    python benchmarks/adabatch.py [--samples 20000 --features 100000 --active 100]
 """
 from __future__ import annotations
 

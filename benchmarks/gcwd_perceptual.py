@@ -1,7 +1,7 @@
 """Speed of the perceptual pieces of the GCWD sound-matching setup (JTFS, its forward-mode JVP, CQT, MSS).
 
-    PYTHONPATH=. python benchmarks/gcwd_perceptual.py              # paper and small JTFS configs, 1 thread
-    PYTHONPATH=. python benchmarks/gcwd_perceptual.py --threads 2 --repeats 5
+    python benchmarks/gcwd_perceptual.py              # paper and small JTFS configs, 1 thread
+    python benchmarks/gcwd_perceptual.py --threads 2 --repeats 5
 
 Prints median wall times (s) over `--repeats` runs after one warm-up, [median process CPU times] (the honest
 figure on a shared machine), and the JVP cost ratio

@@ -4,7 +4,7 @@ One step = forward, backward and optimizer step of the report's MNIST MLP (784 -
 random inputs. The stack's extra work is the replayed update and one vector-Jacobian product through it
 (psmexp/optim/hyper.py); the network's forward and backward are not repeated.
 
-    PYTHONPATH=. python benchmarks/hyper.py [--steps 200] [--repeats 3] [--threads 1]
+    python benchmarks/hyper.py [--steps 200] [--repeats 3] [--threads 1]
 """
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ torch.func.jacrev), and vs a forward pass.
 J is the Jacobian of nu -> Phi(g(theta(nu))) for the FTM drum (psmexp.perceptual.metric); Phi and g are composed from
 psmexp/conf/precompute.yaml (`perceptual` and `synth` groups), so this times exactly what psmexp.precompute computes.
 
-    PYTHONPATH=. python benchmarks/metric.py             # JTFS if psmexp/conf/perceptual/jtfs.yaml exists, else stft
-    PYTHONPATH=. python benchmarks/metric.py --perceptual stft --batch 4 --repeats 3 --rev-outputs 64   # table in docs
-    PYTHONPATH=. python benchmarks/metric.py --perceptual jtfs --n-samples 8192 perceptual.J=8   # + config overrides
+    python benchmarks/metric.py             # JTFS if psmexp/conf/perceptual/jtfs.yaml exists, else stft
+    python benchmarks/metric.py --perceptual stft --batch 4 --repeats 3 --rev-outputs 64   # table in docs
+    python benchmarks/metric.py --perceptual jtfs --n-samples 8192 perceptual.J=8   # + config overrides
 
 Prints, per batch of --batch sounds (median of --repeats runs): forward time, forward-mode Jacobian time (JVPs vmapped
 and looped), reverse-mode Jacobian time, and the ratios reverse/forward mode and Jacobian/forward. Reverse mode is

@@ -1,8 +1,8 @@
 """Speed of our Demucs and Conv-TasNet against peer implementations (Défossez thesis ch. 3, "Training speed").
 
-    PYTHONPATH=. python benchmarks/separation.py                       # Demucs C=16, Conv-TasNet on 2 x 0.5 s
-    PYTHONPATH=. python benchmarks/separation.py --channels 48 --batch 4 --threads 2
-    PYTHONPATH=. python benchmarks/separation.py --only demucs
+    python benchmarks/separation.py                       # Demucs C=16, Conv-TasNet on 2 x 0.5 s
+    python benchmarks/separation.py --channels 48 --batch 4 --threads 2
+    python benchmarks/separation.py --only demucs
 
 - Demucs: ours (psmexp.models.demucs.Demucs) against the `demucs` package's `demucs.demucs.Demucs` set to the same
   architecture: depth 6, kernel 8, stride 4, growth 2, 2 BiLSTM layers, GLU, ReLU (gelu=False), no normalisation

@@ -1,7 +1,7 @@
 """SING speed: generation (seconds of 16 kHz audio per second) and training-step time, Lightning vs plain PyTorch.
 
-    PYTHONPATH=. python benchmarks/sing.py                      # paper-size generation + mini training step
-    PYTHONPATH=. python benchmarks/sing.py --sizes mini --threads 1
+    python benchmarks/sing.py                      # paper-size generation + mini training step
+    python benchmarks/sing.py --sizes mini --threads 1
 
 Generation: ``Sing.note`` (LSTM over N = 265 frames + convolutional decoder) on a batch of 4 s notes, median of
 ``--repeats`` timed calls after one warm-up; the thesis reports 512 s/s on one P100 GPU (Table 2.2) and

@@ -58,6 +58,7 @@ REFUSAL_KEYS = [
     ("node count", ["nodes"]),
     ("cpu count", ["cpus_per_task", "tasks_per_node"]),
 ]
+UNREACHABLE = ("unable to contact slurm controller", "configuration file", "could not establish a configuration")
 GENERIC_KEYS = {"timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
                 "stderr_to_stdout"}
 
@@ -90,6 +91,9 @@ def check_submission(launcher: dict) -> None:
     if result.returncode == 0:
         return
     reason = " ".join(line.strip() for line in result.stderr.splitlines() if line.strip()) or "(no reason given)"
+    if any(text in reason.lower() for text in UNREACHABLE):
+        raise ConfigError(f"launcher=slurm: sbatch cannot reach a SLURM cluster: {reason} "
+                          f"(SLURM_CONF={os.environ.get('SLURM_CONF', '(not set)')})")
     keys = next((keys for pattern, keys in REFUSAL_KEYS if pattern in reason.lower()),
                 ["partition", "timeout_min", "nodes", "tasks_per_node", "cpus_per_task", "gpus_per_node", "mem_gb"])
     settings = " ".join(f"hydra.launcher.{key}={launcher.get(key)!r}" for key in keys)

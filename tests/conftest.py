@@ -37,11 +37,38 @@ def train(overrides: list[str], run_dir: Path):
     return value, json.loads((run_dir / "metrics.json").read_text())
 
 
-def cli(args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """`psmexp-train <args>` in a subprocess: the console script's entry point (psmexp.train:main), imported."""
+def cli_command(args: list[str]) -> dict:
+    """Arguments for subprocess.run/Popen running `psmexp-train <args>` (the console script's entry point, imported)."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run([sys.executable, "-c", "from psmexp.train import main; main()", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+    return dict(args=[sys.executable, "-c", "from psmexp.train import main; main()", *args], cwd=ROOT, env=env)
+
+
+def cli(args: list[str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`psmexp-train <args>` in a subprocess."""
+    return subprocess.run(**{**cli_command(args), **kwargs}, capture_output=True, text=True, timeout=timeout)
+
+
+SLURM_PARTITION = "debug"  # the partition of scripts/slurm_cluster.sh
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The partition of a reachable SLURM cluster (the one SLURM_CONF selects); skips the test where there is none."""
+    how = 'start one: eval "$(bash scripts/slurm_cluster.sh start)" (as root; .ci/run does)'
+    conf = os.environ.get("SLURM_CONF")
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        pytest.skip(f"no SLURM cluster: sinfo/sbatch not on PATH; {how}")
+    if conf and not Path(conf).is_file():
+        pytest.skip(f"no SLURM cluster: SLURM_CONF={conf} does not exist; {how}")
+    try:
+        state = subprocess.run(["sinfo", "-h", "-p", SLURM_PARTITION, "-o", "%a %t"], capture_output=True, text=True,
+                               timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"no SLURM cluster: sinfo got no answer in 30 s; {how}")
+    if state.returncode != 0 or not state.stdout.startswith("up"):
+        pytest.skip(f"no SLURM cluster with an `up` partition {SLURM_PARTITION} reachable "
+                    f"({(state.stderr or state.stdout).strip()[:200]}); {how}")
+    return SLURM_PARTITION
 
 
 @pytest.fixture

@@ -51,11 +51,17 @@ def test_finite_horizon_adam_gets_the_runs_step_count(run_dir):
 
 
 def test_slurm_launcher_is_submitit_with_requeue_and_no_lightning_requeue(run_dir):
+    import psmexp.slurm  # noqa: F401  (registers the resolvers that derive tasks and GPUs from the trainer)
+
     cfg = compose_config(["launcher=slurm", "hydra.launcher.partition=gpu"], run_dir, hydra=True)
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher._target_ == "hydra_plugins.psmexp_slurm.CheckedSlurmLauncher" and launcher.partition == "gpu"
     assert launcher.max_num_timeout > 0 and launcher.array_parallelism > 0
     assert cfg.trainer.plugins[0].auto_requeue is False
+    # A CPU job by default: one task, no GPU; tasks and GPUs follow the trainer.
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.cpus_per_task) == (1, None, 1)
+    gpu = compose_config(["launcher=slurm", "trainer=ddp", "trainer.devices=4"], run_dir, hydra=True).hydra.launcher
+    assert (gpu.tasks_per_node, gpu.gpus_per_node) == (4, 4)
     validate(cfg)
 
 
