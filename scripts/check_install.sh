@@ -19,7 +19,7 @@ esac
 "$bin/psmexp-train" hydra.run.dir=outputs/default            # the README's main command
 "$bin/psmexp-report" outputs/default | tee "$work/report.txt"
 grep -q "test/error" "$work/report.txt"
-for preset in "$installed"/../conf/paper/*.yaml; do
+for preset in "$(dirname "$installed")"/conf/paper/*.yaml; do
   name=$(basename "$preset" .yaml)
   "$bin/psmexp-train" "paper=$name" --cfg job >/dev/null || { echo "check_install.sh: paper=$name --cfg job failed" >&2; exit 1; }
 done
