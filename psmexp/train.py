@@ -10,7 +10,7 @@ sweep metric.
     psmexp-train callbacks.resume_checkpoint.every_n_train_steps=500  # also save last.ckpt every 500 steps
 
 Each run directory holds `.hydra/` (config, overrides), `history.jsonl` (every logged metric), `metrics.json` (final
-metrics), `status.json` (running / completed / failed with the error), `checkpoints/` and the loggers' files.
+metrics), `status.json` (running / completed / failed with the error / requeued by SLURM), `checkpoints/` and the loggers' files.
 """
 from __future__ import annotations
 
