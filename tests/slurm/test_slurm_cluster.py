@@ -99,7 +99,9 @@ def test_a_job_past_its_time_limit_is_checkpointed_requeued_and_resumed(tmp_path
     status = json.loads((run / "status.json").read_text())
     assert status == {"status": "completed", "resumed_from": str(run / "checkpoints" / "last.ckpt")}
     # The epochs of an uninterrupted run: validation after each of the 10 epochs of 21 steps, once each.
-    assert [step for step, _ in read_history(run)["val/loss"]] == [21 * (epoch + 1) - 1 for epoch in range(10)]
+    history = read_history(run)
+    assert [step for step, _ in history["val/loss"]] == [21 * (epoch + 1) - 1 for epoch in range(10)]
+    assert [step for step, _ in history["train/loss"]] == list(range(9, 210, 10))  # every 10 steps, none lost
 
 
 def test_ddp_with_two_cpu_processes_runs_as_two_slurm_tasks(tmp_path, slurm_cluster):
