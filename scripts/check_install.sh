@@ -26,4 +26,5 @@ done
 echo "every paper preset composes"
 "$bin/psmexp-precompute" --help >/dev/null
 "$bin/psmexp-generate" --help >/dev/null
+"$bin/psmexp-pipeline" --help >/dev/null
 echo "check_install.sh: the non-editable install works from $PWD"
