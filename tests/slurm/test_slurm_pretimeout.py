@@ -57,6 +57,7 @@ def test_signal_outside_the_training_loop_is_handed_to_submitit_at_once(tmp_path
     assert json.loads((run / "status.json").read_text())["status"] == "requeued"
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 22  # nothing saved after the last epoch's checkpoint: it is the newest state
-    train([*EPOCHS, "test=true"], run)
+    # The resumed run finds its fit done and only tests: its final metrics hold test/* (val/* were logged before).
+    train([*EPOCHS, "test=true", "metric=test/loss"], run)
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     assert [step for step, _ in read_history(run)["val/loss"]] == [10, 21]
