@@ -29,7 +29,7 @@ from psmexp import CONF_DIR
 from psmexp.callbacks.resume import ResumeCheckpoint
 from psmexp.checkpoints import AtomicCheckpointIO, UnreadableCheckpoints, resume_checkpoint
 from psmexp.config import ConfigError, flatten, validate
-from psmexp.history import HistoryLogger
+from psmexp.history import HistoryLogger, read_history
 from psmexp.slurm import PreTimeoutCheckpoint
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ def run(cfg: DictConfig) -> float | None:
                                           [pre_timeout] if pre_timeout else [])
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if ckpt_path:  # resumed after its fit had ended (killed or requeued while testing): its last logged values
+            metrics = {**{k: series[-1][1] for k, series in read_history(run_dir).items() if series}, **metrics}
         if cfg.test:
             best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), "")
             trainer.test(task, datamodule=datamodule, ckpt_path=best if cfg.test_ckpt == "best" and best else None)

@@ -205,3 +205,14 @@ def test_save_now_writes_last_checkpoint_at_the_next_step_boundary(run_dir):
     train(["trainer.max_epochs=1", "threads=1", "+callbacks.asker._target_=test_core_resume.AskForCheckpoint",
            f"+callbacks.asker.record={record}"], run_dir)
     assert record.read_text() == "8"                                     # right after step 7's optimizer step
+
+
+def test_run_resumed_after_its_fit_ended_reports_its_last_logged_metrics(run_dir):
+    """A run killed or requeued during its test phase resumes with nothing left to fit: metrics.json still holds the
+    fit's final values (the sweep metric val/loss among them), equal to those of the first attempt."""
+    args = ["trainer.max_epochs=1", "logger=none"]
+    value, first = train(args, run_dir)
+    (run_dir / "metrics.json").unlink()
+    again, resumed = train(args, run_dir)
+    assert again == value and resumed["val/loss"] == first["val/loss"]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
