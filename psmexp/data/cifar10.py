@@ -1,17 +1,18 @@
 """CIFAR-10 read from the published python pickle batches in `data_dir` (no download).
 
 Expected layout: `data_dir/data_batch_1` ... `data_batch_5` and `data_dir/test_batch` (the `cifar-10-batches-py`
-folder), each a pickled dict with b"data" (N, 3072) uint8 (R, G, B planes of 32x32) and b"labels" (N,).
+folder), each a pickled dict with b"data" (N, 3072) uint8 (R, G, B planes of 32x32) and b"labels" (N,), read with an
+unpickler that accepts numpy arrays and builtin containers only (psmexp.data.safe_pickle).
 x: (3, 32, 32), normalised per channel with the train set's mean and std; y: 0-9.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from psmexp.data import safe_pickle
 from psmexp.data.arrays import ArrayDataModule
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -25,7 +26,7 @@ def read_batches(data_dir: Path, names: list[str]) -> tuple[np.ndarray, np.ndarr
             raise FileNotFoundError(f"data.data_dir={str(data_dir)!r} has no {name}; the CIFAR-10 python layout is "
                                     f"{', '.join(TRAIN_BATCHES)} and test_batch (the cifar-10-batches-py folder)")
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = safe_pickle.load(f, str(path), encoding="bytes")
         if b"data" not in batch or b"labels" not in batch:
             raise ValueError(f"{path}: expected a dict with b'data' and b'labels', got keys {sorted(batch)}")
         xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))

@@ -46,7 +46,7 @@ def test_idx_rejects_truncated_file(tmp_path):
 def test_cifar10_reads_python_batches_and_normalises(tmp_path):
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 4))}
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, 4).tolist()}
         with open(tmp_path / name, "wb") as f:
             pickle.dump(batch, f)
     dm = CIFAR10DataModule(data_dir=str(tmp_path), num_features=3072, num_classes=10, batch_size=5, val_fraction=0.0)
