@@ -11,6 +11,7 @@ import pytest
 from psmexp.data import mnist, prepare, safe_pickle
 from psmexp.data.mnist import MNISTDataModule
 from psmexp.data.sparse import LibSVMDataModule
+from conftest import compose_config, train
 
 
 def write_mnist_pickle(path, sizes=(5, 3, 4), seed=0):
@@ -142,3 +143,27 @@ def test_missing_libsvm_file_names_path_and_format(tmp_path):
 def test_missing_source_names_the_debian_package(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         prepare.main(["fashion_mnist", str(tmp_path / "out"), "--from", str(tmp_path / "nope")])
+
+
+@pytest.mark.skipif(not prepare.HEART_SCALE.is_file(), reason="Debian liblinear-tools not installed")
+def test_fig44_preset_trains_on_a_real_libsvm_file(tmp_path, run_dir):
+    prepare.main(["heart_scale", str(tmp_path / "heart_scale")])
+    overrides = ["paper=adabatch_fig44", "hydra.mode=RUN", "data=heart_scale", "~data.num_samples",
+                 f"data.path={tmp_path / 'heart_scale'}", "experiment=adabatch_adabatch", "data.batch_size=16",
+                 "optim.lr=1"]
+    _, metrics = train(overrides, run_dir)
+    assert metrics["samples"] == 216 and metrics["test/error"] < 0.5
+
+
+def test_real_data_configs_name_their_sources(tmp_path):
+    fashion = compose_config(["data=fashion_mnist"], tmp_path).data
+    assert fashion.data_dir == str(prepare.FASHION_DIR) and fashion._target_.endswith("MNISTDataModule")
+    for name, features in (("spambase", 57), ("heart_scale", 13)):
+        cfg = compose_config([f"data={name}", "paths.data_root=/d"], tmp_path).data
+        assert cfg.path == f"/d/{name}" and cfg.num_features == features
+
+
+def test_missing_real_data_is_an_error_not_a_fallback(tmp_path, run_dir):
+    overrides = ["data=mnist", f"data.data_dir={tmp_path / 'nowhere'}", "debug=fast", "logger=none"]
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*expected layout is the four IDX files"):
+        train(overrides, run_dir)
