@@ -52,6 +52,7 @@ def test_presets_compose_with_the_reports_settings(table, tmp_path):
             assert cfg.data.batch_size == 256
         if expected_data == "mnist":   # the report trains on all 60,000 images
             assert cfg.data.val_fraction == 0.0 and cfg.callbacks.model_checkpoint.monitor is None
+            assert cfg.model.output_activation == "tanh"   # Chandra et al.'s MLP
 
 
 def test_clipping_table_marks_rows_and_shows_the_report_beside():
