@@ -102,8 +102,8 @@ def run(cfg: DictConfig) -> float | None:
                                           [pre_timeout] if pre_timeout else [])
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        if ckpt_path:  # resumed after its fit had ended (killed or requeued while testing): its last logged values
-            metrics = {**{k: series[-1][1] for k, series in read_history(run_dir).items() if series}, **metrics}
+        if ckpt_path and not metrics:  # resumed after its fit had ended (killed or requeued while testing)
+            metrics = {k: series[-1][1] for k, series in read_history(run_dir).items() if series}
         if cfg.test:
             best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)), "")
             trainer.test(task, datamodule=datamodule, ckpt_path=best if cfg.test_ckpt == "best" and best else None)
