@@ -25,10 +25,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from psmexp import CONF_DIR
+from psmexp import CONF_DIR, speed
 from psmexp.callbacks.resume import ResumeCheckpoint
 from psmexp.checkpoints import AtomicCheckpointIO, UnreadableCheckpoints, resume_checkpoint
 from psmexp.config import ConfigError, flatten, validate
+from psmexp.distributed import is_global_zero
 from psmexp.history import HistoryLogger, read_history
 from psmexp.slurm import PreTimeoutCheckpoint
 
@@ -37,6 +38,9 @@ CHECKPOINTS = "checkpoints"
 
 
 def write_json(path: Path, payload: dict) -> None:
+    """Write `payload` atomically; only the global-rank-0 process writes (a DDP run's other ranks return)."""
+    if not is_global_zero():
+        return
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
     tmp.replace(path)
@@ -49,6 +53,7 @@ def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None, ex
     task = instantiate(cfg.task, model=instantiate(cfg.model), loss=instantiate(cfg.loss),
                        optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched))
     task.run_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "task")}
+    speed.apply(cfg.get("speed") or {}, task.model)
     for group in ("callbacks", "logger"):
         for name, node in (cfg[group] or {}).items():
             if node is not None and "_target_" not in node:
@@ -65,6 +70,21 @@ def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None, ex
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(run_dir),
                           enable_checkpointing=checkpointing, plugins=plugins)
     return datamodule, task, trainer
+
+
+def check_process_launch(trainer: pl.Trainer) -> None:
+    """Lightning's DDP starts the other ranks by re-running this command; inside a multirun that command is the whole
+    sweep. There, the processes must come from the cluster (SLURM: one task per device)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    if trainer.num_devices > 1 and not trainer.strategy.cluster_environment.creates_processes_externally:
+        raise ConfigError(f"trainer.strategy={type(trainer.strategy).__name__} with {trainer.num_devices} devices in "
+                          "a multirun: Lightning would start each rank by re-running the whole sweep. Use "
+                          "launcher=slurm with hydra.launcher.tasks_per_node (and gpus_per_node) equal to "
+                          "trainer.devices, or run the configurations one at a time without -m")
 
 
 def log_hparams_with_metrics(trainer: pl.Trainer, cfg: DictConfig, metrics: dict) -> None:
@@ -100,6 +120,7 @@ def run(cfg: DictConfig) -> float | None:
     try:
         datamodule, task, trainer = build(cfg, run_dir, resume[1] if resume else None,
                                           [pre_timeout] if pre_timeout else [])
+        check_process_launch(trainer)
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if ckpt_path and not metrics:  # resumed after its fit had ended (killed or requeued while testing)

@@ -4,7 +4,8 @@ What it is
     Eq. 12 of Han, Lostanlen & Lagrange, "Gradient Clipping Improves Neural Network Optimization for Perceptual
     Sound Matching" (after Zhang et al., "Why gradient clipping accelerates training", 2020):
         s_t = 2 || grad L(w_t / 2 + w_{t+1} / 2) - grad L(w_t) ||_2 / || w_{t+1} - w_t ||_2
-    with L evaluated on a fixed probe batch (the first training batch, kept) by `pl_module.compute_loss(batch)`
+    with L evaluated on a fixed probe batch (the first training batch, kept; under DDP rank 0's, broadcast, so that
+    every rank probes the same batch with the same weights and logs the same s_t) by `pl_module.compute_loss(batch)`
     (psmexp.tasks.base.Task), w_t the weights before optimizer step t and w_{t+1} after it. With
     `fraction` < 1 both norms run over a fixed random subset of the weight coordinates (each coordinate kept
     with probability `fraction`, drawn once from `seed`; the paper's Fig. 3 uses 10%). For a quadratic
@@ -68,7 +69,8 @@ class GradRoughness(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.probe_batch is None:
-            self.probe_batch = apply_to_collection(batch, torch.Tensor, lambda t: t.detach().clone())
+            probe = apply_to_collection(batch, torch.Tensor, lambda t: t.detach().clone())
+            self.probe_batch = trainer.strategy.broadcast(probe, src=0)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if trainer.global_step % self.every_n_steps == 0:

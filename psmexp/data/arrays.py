@@ -14,8 +14,8 @@ from psmexp.data.in_memory import InMemoryDataModule
 
 class ArrayDataModule(InMemoryDataModule):
     def __init__(self, num_features: int, num_classes: int, batch_size: int = 64, val_fraction: float = 0.1,
-                 seed: int = 0):
-        super().__init__(batch_size, seed)
+                 seed: int = 0, pin_memory: bool = False):
+        super().__init__(batch_size, seed, pin_memory)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
         self.num_features, self.num_classes, self.val_fraction = num_features, num_classes, val_fraction

@@ -143,8 +143,9 @@ class FTMDrumsDataModule(InMemoryDataModule):
     def __init__(self, data_dir, total_size: int = 100_000, test_size: int = 10_000, bins: int = 10,
                  interior_bins: int = 6, grid_seed: int = 0, num_train: int | None = None,
                  num_val: int | None = None, num_test: int | None = None, batch_size: int = 256, seed: int = 0,
-                 generate_if_missing: bool = True, metric_dir=None, num_params: int = 5, metric_expect=None):
-        super().__init__(batch_size, seed)
+                 generate_if_missing: bool = True, metric_dir=None, num_params: int = 5, metric_expect=None,
+                 pin_memory: bool = False):
+        super().__init__(batch_size, seed, pin_memory)
         if num_params != len(PARAM_NAMES):
             raise ValueError(f"data.num_params={num_params}: the FTM drum has {len(PARAM_NAMES)} {PARAM_NAMES}")
         self.data_dir = Path(data_dir)

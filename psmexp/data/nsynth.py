@@ -24,7 +24,9 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from scipy.io import wavfile
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+
+from psmexp.distributed import EvalSampler
 
 NSYNTH_VELOCITIES = (25, 50, 75, 100, 127)
 REQUIRED_FIELDS = ("instrument", "pitch", "velocity")
@@ -145,12 +147,12 @@ class NSynthDataModule(pl.LightningDataModule):
 
     def __init__(self, data_dir: str, num_instruments: int, num_samples: int = 64000, sample_rate: int = 16000,
                  test_fraction: float = 0.1, split_seed: int = 0, eval_train_size: int = 1000,
-                 batch_size: int = 64, num_workers: int = 0):
+                 batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False):
         super().__init__()
         self.data_dir = Path(data_dir)
         self.num_instruments, self.num_samples, self.sample_rate = num_instruments, num_samples, sample_rate
         self.test_fraction, self.split_seed, self.eval_train_size = test_fraction, split_seed, eval_train_size
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
 
     def prepare_data(self) -> None:
         """Nothing to download: the real data set is read from ``data_dir`` (subclasses may write it)."""
@@ -170,7 +172,10 @@ class NSynthDataModule(pl.LightningDataModule):
         self.train_set, self.eval_train_set, self.test_set = make(train), make(eval_train), make(test)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
+        sampler = None if shuffle else EvalSampler(SequentialSampler(dataset))  # unpadded split across DDP ranks
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

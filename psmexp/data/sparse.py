@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from psmexp.data.order import ResumableOrder
+from psmexp.distributed import EvalSampler
 
 
 @dataclass
@@ -153,8 +154,10 @@ class SparseDataModule(ResumableOrder, pl.LightningDataModule, abc.ABC):
     p estimated on the training split, shape [d].
     """
 
-    def __init__(self, num_features: int, batch_size: int = 1, test_fraction: float = 0.2, seed: int = 0):
+    def __init__(self, num_features: int, batch_size: int = 1, test_fraction: float = 0.2, seed: int = 0,
+                 pin_memory: bool = False):
         super().__init__()
+        self.pin_memory = pin_memory
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"data.test_fraction={test_fraction}: must be in (0, 1)")
         if batch_size < 1:
@@ -180,10 +183,13 @@ class SparseDataModule(ResumableOrder, pl.LightningDataModule, abc.ABC):
 
     def train_dataloader(self) -> DataLoader:
         rows = _Rows(self.splits["train"])
-        return DataLoader(rows, sampler=self.train_batches(len(rows)), batch_size=None)
+        return DataLoader(rows, sampler=self.train_batches(len(rows)), batch_size=None, pin_memory=self.pin_memory)
 
     def _full(self, split: str) -> DataLoader:
-        return DataLoader([self.splits[split].everything()], batch_size=None)
+        """The whole split as one batch (under DDP: rank 0 evaluates it, the others get nothing)."""
+        whole = [self.splits[split].everything()]
+        return DataLoader(whole, sampler=EvalSampler(SequentialSampler(whole)), batch_size=None,
+                          pin_memory=self.pin_memory)
 
     def val_dataloader(self) -> DataLoader:
         return self._full("test")

@@ -14,7 +14,7 @@ from torch import nn
 def margins(weight: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """x_b . w for each row of the batch, shape [B]."""
     products = batch["value"] * weight[batch["column"]]
-    return torch.zeros(len(batch["target"]), dtype=weight.dtype).index_add_(0, batch["row"], products)
+    return products.new_zeros(batch["target"].shape).index_add_(0, batch["row"], products)
 
 
 def gradient_entries(weight: torch.Tensor, batch: dict[str, torch.Tensor], loss, l2: float = 0.0) -> torch.Tensor:

@@ -42,7 +42,7 @@ def preconditioner(frequency: torch.Tensor, batch_size: int) -> torch.Tensor:
 def _sum_by_column(column: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Distinct columns of the batch and the sum of the entries in each."""
     index, inverse = torch.unique(column, return_inverse=True)
-    return index, torch.zeros(len(index), dtype=value.dtype).index_add_(0, inverse, value)
+    return index, value.new_zeros(index.shape).index_add_(0, inverse, value)
 
 
 def minibatch(column: torch.Tensor, value: torch.Tensor, batch_size: int,
@@ -57,7 +57,7 @@ def adabatch(column: torch.Tensor, value: torch.Tensor, batch_size: int,
     """Eq. 4.7: per column, the mean over the |D_k| samples whose gradient is non-zero (structurally) there."""
     # A sample stores a column at most once, so |D_k| is the number of entries in column k: unique's counts.
     index, inverse, count = torch.unique(column, return_inverse=True, return_counts=True)
-    total = torch.zeros(len(index), dtype=value.dtype).index_add_(0, inverse, value)
+    total = value.new_zeros(index.shape).index_add_(0, inverse, value)
     return index, total / count.to(value.dtype)
 
 

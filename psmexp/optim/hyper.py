@@ -345,22 +345,31 @@ class HyperStack(torch.optim.Optimizer):
         return loss
 
     def _sync_lr(self):
+        """The primary's learned lr in param_groups (a 0-d tensor on the weights' device: no host synchronisation;
+        loggers read it when they write a row)."""
         values = self.levels[0].rule.values(self.levels[0].raw)
         if "lr" in values:
-            self.param_groups[0]["lr"] = float(values["lr"])
+            self.param_groups[0]["lr"] = values["lr"].detach()
 
-    def hyperparameters(self) -> dict[str, float]:
-        """Current learned hyperparameter values {"<level>/<name>": value} and clipping thresholds."""
+    def hyperparameter_tensors(self) -> dict[str, torch.Tensor]:
+        """Current learned hyperparameter values {"<level>/<name>": 0-d tensor} and clipping thresholds, on the
+        device."""
         out = {}
         for k, level in enumerate(self.levels[:-1]):
             for name, value in level.rule.values(level.raw).items():
-                out[f"{self.level_names[k]}/{name}"] = float(value)
+                out[f"{self.level_names[k]}/{name}"] = value.detach()
         for k, level in enumerate(self.levels[1:], start=1):
             if level.clip is not None:
                 names = list(self.levels[k - 1].raw)
-                for i, theta in level.clip.thresholds().items():
-                    out[f"{self.level_names[k]}/clip_threshold/{names[i]}"] = theta
+                for i, entry in level.clip.state.items():
+                    out[f"{self.level_names[k]}/clip_threshold/{names[i]}"] = entry["theta"].detach()
         return out
+
+    def hyperparameters(self) -> dict[str, float]:
+        """`hyperparameter_tensors()` as floats (one host synchronisation)."""
+        tensors = self.hyperparameter_tensors()
+        values = torch.stack([v.reshape(()).to(torch.float64) for v in tensors.values()]).tolist() if tensors else []
+        return dict(zip(tensors, values))
 
     def state_dict(self) -> dict:
         return {"levels": [level.state_dict() for level in self.levels],

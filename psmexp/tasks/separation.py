@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from psmexp.contracts import SeparationTracks
+from psmexp.distributed import gather_objects
 from psmexp.metrics.sdr import TrackEvaluator, aggregate
 from psmexp.models.separate import separate
 from psmexp.tasks.base import Task
@@ -26,7 +27,8 @@ from psmexp.tasks.base import Task
 
 class Separation(Task):
     """Args beyond Task's: source_names (order of the model's outputs), samplerate, eval_workers (processes for
-    BSS Eval; 0 computes it in this process), seed (of the random shifts at test time), and the evaluation settings
+    BSS Eval; 0 computes it in this process), seed (of the random shifts at test time, drawn per track from (seed, track index), so that any split of the
+    tracks across DDP ranks separates each track alike), and the evaluation settings
     of psmexp.models.separate.separate: shifts (S random shifts of the randomized equivariant stabilization at test
     time; 0: off), max_shift_seconds (the largest shift, 0.5 s in the thesis), chunk_seconds (whole tracks separated
     by chunks of this duration; None: at once)."""
@@ -49,29 +51,26 @@ class Separation(Task):
         self.eval_workers, self.seed = eval_workers, seed
         self.evaluator: TrackEvaluator | None = None
         self.best_val = float("inf")
-        self.val_losses: list[float] = []
         self.track_indices: list[int] = []
 
-    def separate(self, mix: torch.Tensor, stabilize: bool) -> torch.Tensor:
+    def separate(self, mix: torch.Tensor, stabilize: bool, track: int = 0) -> torch.Tensor:
         """A whole track with the evaluation settings; stabilize=False skips the random shifts (validation loss, as
         in the thesis)."""
-        return separate(self.model, mix, self.shifts if stabilize else 0, self.max_shift, self.chunk_length,
-                        self.shift_generator if stabilize else None)
+        shifts = torch.Generator().manual_seed(self.seed * 1_000_003 + track) if stabilize else None
+        return separate(self.model, mix, self.shifts if stabilize else 0, self.max_shift, self.chunk_length, shifts)
 
     def compute_loss(self, batch):
         return self.loss(self.model(batch["mix"]), batch["sources"])
 
     def validation_step(self, batch, batch_idx):
         estimate = self.separate(batch["mix"], stabilize=False)
-        loss = self.loss(estimate, batch["sources"])
-        self.val_losses.append(float(loss))
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=1)
+        self.record("val", {"loss": self.loss(estimate, batch["sources"])}, batch_size=1)
 
     def on_validation_epoch_end(self):
-        if self.val_losses and not self.trainer.sanity_checking:
-            self.best_val = min(self.best_val, sum(self.val_losses) / len(self.val_losses))
-            self.log("val/best_loss", self.best_val)
-        self.val_losses = []
+        values = self.log_epoch_metrics("val")
+        if "val/loss" in values and not self.trainer.sanity_checking:
+            self.best_val = min(self.best_val, values["val/loss"])
+            self.log("val/best_loss", self.best_val, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint):
         super().on_save_checkpoint(checkpoint)
@@ -83,28 +82,36 @@ class Separation(Task):
     def on_test_epoch_start(self):
         self.evaluator = TrackEvaluator(self.samplerate, self.eval_workers)
         self.track_indices = []
-        self.shift_generator = torch.Generator().manual_seed(self.seed)
 
     def test_step(self, batch, batch_idx):
-        estimate = self.separate(batch["mix"], stabilize=True)
-        self.log("test/loss", self.loss(estimate, batch["sources"]), on_epoch=True, batch_size=1)
+        index = int(batch["index"])
+        estimate = self.separate(batch["mix"], stabilize=True, track=index)
+        self.record("test", {"loss": self.loss(estimate, batch["sources"])}, batch_size=1)
+        if self.filler:   # a DDP rank without a test track of its own (psmexp.distributed.EvalSampler)
+            return
         scale, offset = batch["std"].view(-1, 1, 1, 1), batch["mean"].view(-1, 1, 1, 1) / len(self.source_names)
         # (S, C, T) -> (S, T, C), the layout museval expects
         references = (batch["sources"] * scale + offset)[0].transpose(1, 2).double().cpu().numpy()
         estimates = (estimate * scale + offset)[0].transpose(1, 2).double().cpu().numpy()
         self.evaluator.submit(references, estimates)
-        self.track_indices.append(int(batch["index"]))
+        self.track_indices.append(index)
 
     def on_test_epoch_end(self):
-        per_track = self.evaluator.results()
+        self.log_epoch_metrics("test")
+        # Every rank separated its share of the tracks: gather (track index, SDR) from all of them, in track order.
+        pairs = sorted((p for share in gather_objects(list(zip(self.track_indices, self.evaluator.results())))
+                        for p in share), key=lambda pair: pair[0])
         self.evaluator = None
-        summary = aggregate(per_track, self.source_names)
+        self.track_indices = [index for index, _ in pairs]
+        summary = aggregate([sdr for _, sdr in pairs], self.source_names)
         for name in self.source_names:
-            self.log(f"test/sdr_{name}", summary[name])
-        self.log("test/sdr", summary["all"])
+            self.log(f"test/sdr_{name}", summary[name], sync_dist=True)
+        self.log("test/sdr", summary["all"], sync_dist=True)
+        if not self.trainer.is_global_zero:  # one process writes the run's files
+            return
         names = self.trainer.datamodule.track_names("test")
         rows = [{"track": names[i] if i < len(names) else i, **dict(zip(self.source_names, map(float, sdr)))}
-                for i, sdr in zip(self.track_indices, per_track)]
+                for i, sdr in pairs]
         Path(self.trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
         (Path(self.trainer.default_root_dir) / "sdr_tracks.json").write_text(
             json.dumps({"tracks": rows, "median_over_tracks": summary}, indent=2))

@@ -82,5 +82,4 @@ class SoundMatching(Task):
         return metrics
 
     def test_step(self, batch, batch_idx):
-        self.log_dict({f"test/{k}": v for k, v in self.sound_metrics(batch).items()}, on_step=False, on_epoch=True,
-                      batch_size=self.batch_size(batch))
+        self.record("test", self.sound_metrics(batch), self.batch_size(batch))

@@ -15,6 +15,10 @@ every per-sample gradient (``task.l2``), never the optimizer's weight decay.
 - ``hogwild``, ``wild_adabatch``, ``wild_minibatch`` (section 4.4, ``psmexp.optim.wild``): ``workers`` processes
   update the shared weight; each training batch is a segment of samples handed to them (their own batch size is
   ``parallel_batch_size``), so validation can run between segments. Needs optim=sgd (its lr is used).
+Under DDP (``sgd``, ``svrg``) each rank computes the entries of its own batch; the entries of all ranks are gathered
+and aggregated as one batch of W x B samples, so every rank applies the same step (one process with
+data.batch_size = W x B gives the same rule). ``hogwild`` and ``wild_*`` are their own shared-memory parallelism and
+refuse DDP.
 Logged: ``train/loss`` (batch mean before the step), ``train/objective`` F(w) on the training split and, with
 ``reference_optimum``, ``train/gap`` = F(w) - F* (F* by L-BFGS) at each epoch end; ``time/train_s`` (seconds spent
 in training steps, evaluation excluded) and ``samples`` (processed) at each validation; ``val|test/error`` (sign
@@ -27,6 +31,8 @@ import time
 
 import torch
 
+from psmexp.config import ConfigError
+from psmexp.distributed import gather_uneven, world_size
 from psmexp.models.sparse_linear import error_rate, full_gradient, gradient_entries, objective
 from psmexp.optim.adabatch import aggregation as aggregation_rule
 from psmexp.optim.adabatch import svrg_entries
@@ -59,12 +65,18 @@ class SparseLinearTask(Task):
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
         self.frequency = datamodule.frequency
-        self.train_rows = datamodule.splits["train"].everything()
+        self.train_rows = {k: v.to(self.device) for k, v in datamodule.splits["train"].everything().items()}
+        self.frequency = self.frequency.to(self.device)
+        if self.algorithm in PARALLEL_MODES and self.trainer.world_size > 1:
+            raise ConfigError(f"task.algorithm={self.algorithm} is shared-memory parallel SGD (its own workers, "
+                              f"task.workers) and cannot run under DDP (trainer world size "
+                              f"{self.trainer.world_size}): use trainer=cpu, or task.algorithm=sgd|svrg")
         if self.algorithm != "sgd" and type(self.optimizers().optimizer) is not torch.optim.SGD:
             raise ValueError(f"task.algorithm={self.algorithm} runs plain SGD: set optim=sgd "
                              f"(got {type(self.optimizers().optimizer).__name__})")
         if self.reference_optimum:
-            self.optimum = reference_optimum(self.train_rows, self.loss, self.l2, self.frequency)
+            self.optimum = reference_optimum(datamodule.splits["train"].everything(), self.loss, self.l2,
+                                             datamodule.frequency)
 
     # ---- training -------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -100,11 +112,7 @@ class SparseLinearTask(Task):
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(batch["target"]))
 
     def _step(self, batch) -> None:
-        entries = gradient_entries(self.weight, batch, self.loss, self.l2)
-        if self.algorithm == "svrg":
-            at_snapshot = gradient_entries(self.snapshot, batch, self.loss, self.l2)
-            entries = svrg_entries(entries, at_snapshot, batch["column"], self.snapshot_gradient, self.frequency)
-        index, value = self.rule(batch["column"], entries, len(batch["target"]), self.frequency)
+        index, value = self.aggregated_gradient(batch)
         grad = torch.sparse_coo_tensor(index.unsqueeze(0), value, self.weight.shape, is_coalesced=True,
                                        check_invariants=False)
         self.weight.grad = grad
@@ -114,6 +122,18 @@ class SparseLinearTask(Task):
         if self.algorithm == "svrg":
             self.iterate_sum += self.weight.detach()
             self.iterate_count += 1
+
+    def aggregated_gradient(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step direction (index [m], value [m]): the rule applied to the batch's per-sample entries."""
+        entries = gradient_entries(self.weight, batch, self.loss, self.l2)
+        if self.algorithm == "svrg":
+            at_snapshot = gradient_entries(self.snapshot, batch, self.loss, self.l2)
+            entries = svrg_entries(entries, at_snapshot, batch["column"], self.snapshot_gradient, self.frequency)
+        column, batch_size = batch["column"], len(batch["target"])
+        if world_size() > 1:  # one batch of every rank's samples: the same step on every rank
+            column, entries = gather_uneven(column), gather_uneven(entries)
+            batch_size = int(gather_uneven(torch.tensor([batch_size], device=entries.device)).sum())
+        return self.rule(column, entries, batch_size, self.frequency)
 
     def on_train_epoch_end(self) -> None:
         if self.algorithm == "svrg" and self.iterate_count:
@@ -135,6 +155,7 @@ class SparseLinearTask(Task):
         return len(batch["target"])
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         if not self.trainer.sanity_checking:
             self.log("time/train_s", self.train_seconds)
             self.log("samples", float(self.samples))

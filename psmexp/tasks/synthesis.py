@@ -140,7 +140,9 @@ class SynthesisTask(Task):
             self._audio = (self.model.trim(output), self.model.trim(target))
 
     def on_validation_epoch_end(self):
-        """Log the first validation notes (generated and reference) to every logger that takes audio."""
+        """Log the metrics, and the first validation notes (generated and reference) to every logger that takes
+        audio."""
+        super().on_validation_epoch_end()
         if self._audio is None:
             return
         for logger in self.loggers:
@@ -156,6 +158,5 @@ class SynthesisTask(Task):
     def test_step(self, batch, batch_idx, dataloader_idx=0):
         split = TEST_SPLITS[dataloader_idx]
         metrics = self.evaluate(batch)
-        for name in ("spectral", "wav_mse"):
-            self.log(f"test/{name}_{split}", metrics[name], on_epoch=True, batch_size=self.batch_size(batch),
-                     add_dataloader_idx=False)
+        self.record("test", {f"{name}_{split}": metrics[name] for name in ("spectral", "wav_mse")},
+                    self.batch_size(batch))

@@ -30,7 +30,7 @@ def gradient_descent_path(loss, start: torch.Tensor, lr: float, steps: int) -> n
         (grad,) = torch.autograd.grad(loss(point), point)
         point = (point - lr * grad).detach().requires_grad_(True)
         path.append(point.detach().clone())
-    return torch.stack(path).numpy()
+    return torch.stack(path).cpu().numpy()
 
 
 class Toy2D(Task):
@@ -47,14 +47,17 @@ class Toy2D(Task):
     def evaluate(self, batch):
         point = self.model()
         return {"loss": self.loss(point), "b1": point[0], "b2": point[1],
-                "dist_to_min": min(torch.linalg.vector_norm(point - torch.tensor(m, dtype=point.dtype))
-                                   for m in MINIMA)}
+                "dist_to_min": torch.linalg.vector_norm(
+                    point - torch.tensor(MINIMA, dtype=point.dtype, device=point.device), dim=-1).min()}
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
+        super().on_train_batch_end(outputs, batch, batch_idx)
         self.path.append(self.model.point.detach().clone())
 
     def on_train_end(self):
-        path = torch.stack(self.path).numpy()
+        if not self.trainer.is_global_zero:  # one process writes the run's files
+            return
+        path = torch.stack(self.path).cpu().numpy()
         group = self.trainer.optimizers[0].param_groups[0]
         lr, momentum = group["lr"], group.get("momentum", 0.0)
         gd = gradient_descent_path(self.loss, self.start, lr, len(path) - 1)

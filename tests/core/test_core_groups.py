@@ -32,7 +32,21 @@ def test_every_optimizer_builds_and_steps(run_dir, name):
 def test_trainer_presets_compose_and_pass_the_checks(run_dir, name):
     cfg = compose_config([f"trainer={name}"], run_dir)
     validate(cfg)
-    assert cfg.trainer.accelerator == "gpu"
+    assert cfg.trainer.accelerator == {"gpu": "gpu", "ddp": "auto"}[name]
+
+
+def test_the_ddp_preset_resolves_to_gloo_settings_without_a_gpu_and_nccl_settings_with_one(run_dir, monkeypatch):
+    import psmexp.speed
+    cfg = compose_config(["trainer=ddp"], run_dir)
+    monkeypatch.setattr(psmexp.speed, "cuda_available", lambda: False)
+    assert (cfg.trainer.sync_batchnorm, cfg.trainer.precision, cfg.speed.tf32, cfg.speed.pin_memory) == \
+        (False, "32-true", False, False)
+    monkeypatch.setattr(psmexp.speed, "cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert (cfg.trainer.sync_batchnorm, cfg.trainer.precision, cfg.speed.tf32, cfg.speed.pin_memory) == \
+        (True, "bf16-mixed", True, True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert cfg.trainer.precision == "16-mixed"
 
 
 @pytest.mark.parametrize("name", ["plateau", "cosine"])
