@@ -111,9 +111,8 @@ class Task(pl.LightningModule):
         step = int(first)
         if step >= 0:
             raise FloatingPointError(
-                f"non-finite {name}={float(value)} at global step {step} (found at step {self.global_step}, "
-                f"epoch {self.current_epoch}). Checkpoints written so far are kept; set task.on_nonfinite=skip to "
-                "skip such steps instead.")
+                f"non-finite {name}={float(value)} at global step {step} (epoch {self.current_epoch}). Checkpoints "
+                "written so far are kept; set task.on_nonfinite=skip to skip such steps instead.")
 
     def training_step(self, batch, batch_idx):
         loss = self.checked(self.compute_loss(batch), "train/loss")

@@ -339,7 +339,9 @@ class Ensemble:
             if step % every == 0 and stepped:
                 norms = torch.linalg.vector_norm(torch.stack(
                     [torch.linalg.vector_norm(g.reshape(M, -1), dim=1) for g in grads.values()], dim=1), dim=1)
-                fractions = self.nonfinite_second_moment()
+                # GradStats measures the overflow fraction when it writes its rows: every log_every_n_steps steps
+                # and at an epoch's last batch
+                fractions = self.nonfinite_second_moment() if logging_step or last_batch else None
                 for i in stepped:
                     row = {"grad/norm": float(norms[i])}
                     if fractions is not None:

@@ -47,9 +47,12 @@ class NaNAt(torch.nn.Module):
     def forward(self, *args):
         value = self.loss(*args)
         task = self.task[0]
+        self.last_step = task.global_step
         return value * float("nan") if task.training and task.global_step == self.step else value
 
 
 def test_a_nonfinite_loss_stops_the_run_within_the_row_window_naming_its_step(tmp_path):
-    with pytest.raises(FloatingPointError, match=r"non-finite train/loss=nan at global step 13 \(found at step 20"):
-        fit([], 30, tmp_path / "run", lambda task, loss: NaNAt(task, loss, 13))
+    losses = []
+    with pytest.raises(FloatingPointError, match=r"non-finite train/loss=nan at global step 13 \(epoch 0\)"):
+        fit([], 30, tmp_path / "run", lambda task, loss: losses.append(NaNAt(task, loss, 13)) or losses[-1])
+    assert losses[0].last_step == 19   # stopped at the end of the 10-step row window (steps 10-19)
