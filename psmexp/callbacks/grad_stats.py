@@ -24,13 +24,9 @@ def global_grad_norm(parameters) -> torch.Tensor:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    if not torch.isfinite(norm) and all(bool(torch.isfinite(g).all()) for g in grads):
-        # finite gradients whose squares overflow their dtype (float32 past ~1.8e19, the PNP loss with a large
-        # lambda): the norm again in float64, so a large gradient is reported as large, not inf
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64)
-                                                     for g in grads]))
-    return norm
+    # Accumulated in float64: finite float32 gradients whose squares overflow float32 (past ~1.8e19, the PNP loss
+    # with a large lambda) are reported as large, not inf, without a host-side check per step.
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64)))
 
 
 def nonfinite_second_moment_fraction(optimizer: torch.optim.Optimizer) -> float | None:
@@ -72,7 +68,7 @@ class GradStats(pl.Callback):
         if not self.pending:
             return
         steps = [step for step, _ in self.pending]
-        norms = torch.stack([norm.detach().float() for _, norm in self.pending]).tolist()
+        norms = torch.stack([norm.detach().double() for _, norm in self.pending]).tolist()
         self.pending = []
         rows = [{"grad/norm": value} for value in norms]
         for optimizer in trainer.optimizers:
