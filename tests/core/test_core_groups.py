@@ -74,7 +74,8 @@ def test_slurm_launcher_is_submitit_with_requeue_and_no_lightning_requeue(run_di
     assert cfg.trainer.plugins[0].auto_requeue is False
     # A CPU job by default: one task, no GPU; tasks and GPUs follow the trainer.
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.cpus_per_task) == (1, None, 1)
-    gpu = compose_config(["launcher=slurm", "trainer=ddp", "trainer.devices=4"], run_dir, hydra=True).hydra.launcher
+    gpu = compose_config(["launcher=slurm", "trainer=ddp", "trainer.accelerator=gpu", "trainer.devices=4"], run_dir,
+                         hydra=True).hydra.launcher   # trainer=ddp adapts to the machine; SLURM needs it stated
     assert (gpu.tasks_per_node, gpu.gpus_per_node) == (4, 4)
     validate(cfg)
 
