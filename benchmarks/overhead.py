@@ -29,13 +29,14 @@ from hydra.utils import instantiate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from psmexp import CONF_DIR  # noqa: E402
 from psmexp.train import build  # noqa: E402
 
 SIZE: list[str] = []  # model/data overrides shared by both sides, set from the command line
 
 
 def config(overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)
 
 

@@ -94,6 +94,7 @@ def log_hparams_with_metrics(trainer: pl.Trainer, cfg: DictConfig, metrics: dict
     for logger in trainer.loggers:
         if isinstance(logger, pl.loggers.TensorBoardLogger):
             logger.log_hyperparams(params, metrics=metrics)
+            logger.finalize("success")  # flush and close: the event file holds them when the run returns
 
 
 def run(cfg: DictConfig) -> float | None:
