@@ -141,6 +141,29 @@ class Member:
         log.error("Member %s failed: %s: %s", self.run_dir, type(error).__name__, error)
 
 
+def handle_nonfinite(members: list[Member], policy: list[str], alive: torch.Tensor, candidates: torch.Tensor,
+                     loss: torch.Tensor, steps, epoch: int) -> list[int]:
+    """Members among `candidates` whose loss is non-finite, as an ordinary run with task.on_nonfinite would treat
+    them: `raise` fails the member with the ordinary message and clears it in `alive`; `skip` records the skipped
+    step. `steps`: the global step, or one per member. Returns the members that skip this step."""
+    skipping = []
+    for i in torch.nonzero(candidates & ~torch.isfinite(loss.detach())).flatten().tolist():
+        if policy[i] == "raise":
+            step = steps[i] if isinstance(steps, (list, tuple)) else steps
+            error = FloatingPointError(
+                f"non-finite train/loss={loss[i].item()} at global step {step} (epoch {epoch}). Checkpoints written "
+                "so far are kept; set task.on_nonfinite=skip to skip such steps instead.")
+            try:
+                raise error
+            except FloatingPointError:
+                members[i].fail(error)
+            alive[i] = False
+        else:
+            members[i].metrics["train/skipped_nonfinite"] = 1.0
+            skipping.append(i)
+    return skipping
+
+
 def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors).contiguous()
 
@@ -293,21 +316,9 @@ class Ensemble:
                 params = {k: v.detach().requires_grad_() for k, v in self.params.items()}
                 loss, _ = self.losses(params, x, y)
                 finite = torch.isfinite(loss.detach())
-                for i in torch.nonzero(taking & ~finite).flatten().tolist():
-                    if policy[i] == "raise":
-                        error = FloatingPointError(
-                            f"non-finite train/loss={loss[i].item()} at global step {step} (epoch {epoch}). "
-                            "Checkpoints written so far are kept; set task.on_nonfinite=skip to skip such steps "
-                            "instead.")
-                        try:
-                            raise error
-                        except FloatingPointError:
-                            members[i].fail(error)
-                        alive[i] = False
-                    else:
-                        members[i].metrics["train/skipped_nonfinite"] = 1.0
-                        if logging_step:
-                            rows[i]["train/skipped_nonfinite"] = 1.0
+                for i in handle_nonfinite(members, policy, alive, taking, loss, step, epoch):
+                    if logging_step:
+                        rows[i]["train/skipped_nonfinite"] = 1.0
                 taking = taking & alive
                 active = taking & finite
                 torch.where(active, loss, torch.zeros_like(loss)).sum().backward()

@@ -27,6 +27,7 @@ from psmexp.optim.adabatch import AGGREGATIONS, preconditioner
 from psmexp.tasks.sparse_linear import reference_optimum
 from psmexp.config import validate
 from psmexp.train import write_json
+from psmexp.vectorized.ensemble import handle_nonfinite
 from psmexp.vectorized.optim import NotVectorizable, hyperparameter_table, signature_defaults
 
 OPTIMIZERS = {"torch.optim.SGD": ("lr",), "torch.optim.Adagrad": ("lr", "lr_decay", "initial_accumulator_value",
@@ -151,19 +152,7 @@ class SparseLinearEnsemble:
                 began = time.perf_counter()
                 loss = self.loss(batched_margins(self.weight, batch), batch["target"]).mean(dim=1)
                 finite = torch.isfinite(loss)
-                for i in torch.nonzero(alive & ~finite).flatten().tolist():
-                    if policy[i] == "raise":
-                        error = FloatingPointError(
-                            f"non-finite train/loss={loss[i].item()} at global step {optimizer_steps[i]} (epoch "
-                            f"{epoch}). Checkpoints written so far are kept; set task.on_nonfinite=skip to skip "
-                            "such steps instead.")
-                        try:
-                            raise error
-                        except FloatingPointError:
-                            members[i].fail(error)
-                        alive[i] = False
-                    else:
-                        members[i].metrics["train/skipped_nonfinite"] = 1.0
+                handle_nonfinite(members, policy, alive, alive.clone(), loss, optimizer_steps, epoch)
                 active = alive & finite
                 self.step(batch, active)
                 seconds += time.perf_counter() - began
