@@ -46,6 +46,16 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def write_status(run_dir: Path, status: str, resumed_from: str | None = None, error: BaseException | None = None,
+                 trace: str | None = None) -> None:
+    """status.json: running | completed | requeued | failed (with the error and its traceback: `trace`, or the one
+    being handled)."""
+    payload = {"status": status, "resumed_from": resumed_from}
+    if error is not None:
+        payload |= {"error": f"{type(error).__name__}: {error}", "traceback": trace or traceback.format_exc()}
+    write_json(run_dir / "status.json", payload)
+
+
 def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None, extra_callbacks: list = ()):
     """Instantiate (datamodule, task, trainer) from a composed config (plus `extra_callbacks`); `resume_history`: the
     history position stored in the checkpoint the run resumes from (psmexp.history)."""
@@ -111,12 +121,12 @@ def run(cfg: DictConfig) -> float | None:
     try:
         resume = resume_checkpoint(run_dir / CHECKPOINTS) if cfg.resume else None
     except UnreadableCheckpoints as error:
-        write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}"})
+        write_status(run_dir, "failed", error=error)
         raise
     ckpt_path = str(resume[0]) if resume else None
     if ckpt_path:
         log.info("Resuming from %s", ckpt_path)
-    write_json(run_dir / "status.json", {"status": "running", "resumed_from": ckpt_path})
+    write_status(run_dir, "running", ckpt_path)
     pre_timeout = PreTimeoutCheckpoint.install()  # inside a SLURM (submitit) job: save, then requeue
     try:
         datamodule, task, trainer = build(cfg, run_dir, resume[1] if resume else None,
@@ -132,17 +142,16 @@ def run(cfg: DictConfig) -> float | None:
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
     except BaseException as error:
         if pre_timeout and pre_timeout.requeued:
-            write_json(run_dir / "status.json", {"status": "requeued", "resumed_from": ckpt_path})
+            write_status(run_dir, "requeued", ckpt_path)
         else:
-            write_json(run_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                                                 "traceback": traceback.format_exc(), "resumed_from": ckpt_path})
+            write_status(run_dir, "failed", ckpt_path, error)
         raise
     finally:
         if pre_timeout:
             pre_timeout.uninstall()
     write_json(run_dir / "metrics.json", metrics)
     log_hparams_with_metrics(trainer, cfg, metrics)
-    write_json(run_dir / "status.json", {"status": "completed", "resumed_from": ckpt_path})
+    write_status(run_dir, "completed", ckpt_path)
     log.info("Final metrics: %s", json.dumps(metrics, sort_keys=True))
     if cfg.metric is not None and cfg.metric not in metrics:   # after metrics.json: nothing computed is lost
         raise ConfigError(f"metric={cfg.metric!r} was not logged by this run; logged: {', '.join(sorted(metrics))}")

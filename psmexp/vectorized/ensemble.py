@@ -38,7 +38,7 @@ from psmexp.config import ConfigError, validate
 from psmexp.data.order import ResumableOrder, epoch_permutation
 from psmexp.history import HistoryLogger
 from psmexp.tasks.base import NONFINITE_POLICIES
-from psmexp.train import write_json
+from psmexp.train import write_json, write_status
 from psmexp.vectorized.optim import NotVectorizable, needs_total_steps, stacked_optimizer
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,7 @@ class Member:
 
     def fail(self, error: BaseException) -> None:
         self.error, self.traceback = error, traceback.format_exc()
-        write_json(self.run_dir / "status.json", {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                                                  "traceback": self.traceback, "resumed_from": self.resumed_from})
+        write_status(self.run_dir, "failed", self.resumed_from, error, self.traceback)
         log.error("Member %s failed: %s: %s", self.run_dir, type(error).__name__, error)
 
 
@@ -292,7 +291,7 @@ class Ensemble:
                 "params": {k: v.clone() for k, v in self.params.items()}}
         for i, member in enumerate(members):
             start_epoch[i] = self.resume(i, member, best) if member.cfg.resume and self.resumable else 0
-            write_json(member.run_dir / "status.json", {"status": "running", "resumed_from": member.resumed_from})
+            write_status(member.run_dir, "running", member.resumed_from)
             member.history = HistoryLogger(member.run_dir)
         lr_name = f"lr-{self.cfg.optim._target_.rsplit('.', 1)[1]}"
         nb = self.batches_per_epoch
@@ -455,7 +454,7 @@ class Ensemble:
             member.metrics.update(row)
             member.history.finalize("success")
             write_json(member.run_dir / "metrics.json", member.metrics)
-            write_json(member.run_dir / "status.json", {"status": "completed", "resumed_from": member.resumed_from})
+            write_status(member.run_dir, "completed", member.resumed_from)
             log.info("Member %s final metrics: %s", member.run_dir, json.dumps(member.metrics, sort_keys=True))
 
 

@@ -13,7 +13,6 @@ Re-running the same command in the same sweep directory resumes each member from
 from __future__ import annotations
 
 import logging
-import traceback
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,7 +93,7 @@ class VectorizedLauncher(Launcher):
         return [results[i] for i in range(len(configs))]
 
     def _ensemble(self, group: list[int], configs, job_overrides, initial_job_idx) -> dict[int, JobReturn]:
-        from psmexp.train import write_json
+        from psmexp.train import write_status
         from psmexp.vectorized.ensemble import train_group
         from psmexp.vectorized.optim import NotVectorizable
         prepared = {}
@@ -114,9 +113,7 @@ class VectorizedLauncher(Launcher):
         except Exception as error:   # the ensemble itself failed: its jobs fail, the rest of the sweep goes on
             log.exception("launcher=vectorized: the ensemble of jobs %s failed", [initial_job_idx + i for i in members])
             for i in members:
-                write_json(Path(prepared[i].return_value.paths.output_dir) / "status.json",
-                           {"status": "failed", "error": f"{type(error).__name__}: {error}",
-                            "traceback": traceback.format_exc(), "resumed_from": None})
+                write_status(Path(prepared[i].return_value.paths.output_dir), "failed", error=error)
                 returns[i].status, returns[i].return_value = JobStatus.FAILED, error
             return returns
         for i, member in zip(members, trained):

@@ -26,7 +26,7 @@ from psmexp.history import HistoryLogger
 from psmexp.optim.adabatch import AGGREGATIONS, preconditioner
 from psmexp.tasks.sparse_linear import reference_optimum
 from psmexp.config import validate
-from psmexp.train import write_json
+from psmexp.train import write_json, write_status
 from psmexp.vectorized.ensemble import handle_nonfinite
 from psmexp.vectorized.optim import NotVectorizable, hyperparameter_table, signature_defaults
 
@@ -129,7 +129,7 @@ class SparseLinearEnsemble:
         cfg, members = self.cfg, self.active_members
         M = len(members)
         for member in members:
-            write_json(member.run_dir / "status.json", {"status": "running", "resumed_from": None})
+            write_status(member.run_dir, "running")
             member.history = HistoryLogger(member.run_dir)
         policy = [m.cfg.task.get("on_nonfinite", "raise") for m in members]
         log_every = int(cfg.trainer.get("log_every_n_steps", 50))
@@ -190,7 +190,7 @@ class SparseLinearEnsemble:
             members[i].metrics.update(row)
             members[i].history.finalize("success")
             write_json(members[i].run_dir / "metrics.json", members[i].metrics)
-            write_json(members[i].run_dir / "status.json", {"status": "completed", "resumed_from": None})
+            write_status(members[i].run_dir, "completed")
         return self.members
 
     def errors(self, rows) -> torch.Tensor:
