@@ -39,6 +39,12 @@ from psmexp.distributed import MetricSums
 NONFINITE_POLICIES = ("raise", "skip")
 
 
+def nonfinite_error(name: str, value: float, step: int, epoch: int) -> FloatingPointError:
+    """The error that stops a run (on_nonfinite=raise) at the step whose loss was non-finite."""
+    return FloatingPointError(f"non-finite {name}={value} at global step {step} (epoch {epoch}). Checkpoints written so "
+                              "far are kept; set task.on_nonfinite=skip to skip such steps instead.")
+
+
 class Task(pl.LightningModule):
     loss_contract: type | None = PairLoss   # how compute_loss calls self.loss (psmexp.contracts; checked by config)
     data_contract: type | None = None       # what the task reads from its data module beyond batches
@@ -110,9 +116,7 @@ class Task(pl.LightningModule):
         first, value, name = self._nonfinite
         step = int(first)
         if step >= 0:
-            raise FloatingPointError(
-                f"non-finite {name}={float(value)} at global step {step} (epoch {self.current_epoch}). Checkpoints "
-                "written so far are kept; set task.on_nonfinite=skip to skip such steps instead.")
+            raise nonfinite_error(name, float(value), step, self.current_epoch)
 
     def training_step(self, batch, batch_idx):
         loss = self.checked(self.compute_loss(batch), "train/loss")

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from psmexp.config import ConfigError, validate
 from psmexp.data.order import ResumableOrder, epoch_permutation
 from psmexp.history import HistoryLogger
-from psmexp.tasks.base import NONFINITE_POLICIES
+from psmexp.tasks.base import NONFINITE_POLICIES, nonfinite_error
 from psmexp.train import write_json, write_status
 from psmexp.vectorized.optim import NotVectorizable, needs_total_steps, stacked_optimizer
 
@@ -149,9 +149,7 @@ def handle_nonfinite(members: list[Member], policy: list[str], alive: torch.Tens
     for i in torch.nonzero(candidates & ~torch.isfinite(loss.detach())).flatten().tolist():
         if policy[i] == "raise":
             step = steps[i] if isinstance(steps, (list, tuple)) else steps
-            error = FloatingPointError(
-                f"non-finite train/loss={loss[i].item()} at global step {step} (epoch {epoch}). Checkpoints written "
-                "so far are kept; set task.on_nonfinite=skip to skip such steps instead.")
+            error = nonfinite_error("train/loss", loss[i].item(), step, epoch)
             try:
                 raise error
             except FloatingPointError:
