@@ -70,7 +70,7 @@ class ResumeCheckpoint(pl.callbacks.Checkpoint):
         self._requested = True
 
     def _save(self, trainer: pl.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: optimizer, loops, callbacks
         then, requested = self._then, self._requested
         self._then, self._requested = None, False
         if requested and then is not None:
