@@ -93,23 +93,37 @@ class VectorizedLauncher(Launcher):
         return [results[i] for i in range(len(configs))]
 
     def _ensemble(self, group: list[int], configs, job_overrides, initial_job_idx) -> dict[int, JobReturn]:
-        from psmexp.train import write_status
-        from psmexp.vectorized.ensemble import train_group
-        from psmexp.vectorized.optim import NotVectorizable
+        from psmexp.vectorized.ensemble import group_key
         prepared = {}
         for i in group:
             log.info("\t#%d (vectorized) : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
             prepared[i] = self._run(configs[i], resolve)   # writes .hydra/; returns the resolved task config
-        returns = {i: ret for i, ret in prepared.items()}
-        failed = [i for i, ret in prepared.items() if ret.status != JobStatus.COMPLETED]
-        members = [i for i in group if i not in failed]
+        returns = {i: ret for i, ret in prepared.items() if ret.status != JobStatus.COMPLETED}
+        # resolved, the configs may part further (e.g. data.seed=${seed} where the seed draws the data split)
+        subgroups: dict[str, list[int]] = defaultdict(list)
+        for i in group:
+            if i not in returns:
+                subgroups[group_key(prepared[i].return_value)].append(i)
+        for members in subgroups.values():
+            if len(members) >= self.min_group_size:
+                returns.update(self._train(members, prepared, configs, initial_job_idx))
+            else:
+                log.info("launcher=vectorized: jobs %s run the ordinary way: once resolved, no other job shares "
+                         "their model, data, task, trainer and optimizer type", [initial_job_idx + i for i in members])
+                returns.update({i: self._run(configs[i], self.task_function) for i in members})
+        return returns
+
+    def _train(self, members: list[int], prepared, configs, initial_job_idx) -> dict[int, JobReturn]:
+        from psmexp.train import write_status
+        from psmexp.vectorized.ensemble import train_group
+        from psmexp.vectorized.optim import NotVectorizable
+        returns = {i: prepared[i] for i in members}
         try:
             trained = train_group([prepared[i].return_value for i in members])
         except NotVectorizable as error:
             log.info("launcher=vectorized: jobs %s run the ordinary way: %s", [initial_job_idx + i for i in members],
                      error)
-            return {i: self._run(configs[i], self.task_function) for i in members} | \
-                {i: returns[i] for i in failed}
+            return {i: self._run(configs[i], self.task_function) for i in members}
         except Exception as error:   # the ensemble itself failed: its jobs fail, the rest of the sweep goes on
             log.exception("launcher=vectorized: the ensemble of jobs %s failed", [initial_job_idx + i for i in members])
             for i in members:

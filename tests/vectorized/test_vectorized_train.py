@@ -149,3 +149,20 @@ def test_nothing_vectorizable_says_so_and_runs(tmp_path):
     assert "nothing in this sweep can be vectorized" in done.stdout + done.stderr
     for j in range(2):
         assert json.loads((tmp_path / "s" / str(j) / "status.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_jobs_part_by_their_resolved_data(tmp_path):
+    """sparse_linear data draws its samples from data.seed=${seed}: seeds 0 and 1 are two ensembles of two step
+    sizes each (unresolved, all four jobs looked alike), none of them run the ordinary way."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    done = subprocess.run([sys.executable, "-c", "from psmexp.train import main; main()", "-m", "launcher=vectorized",
+                           "task=sparse_linear", "data.num_samples=200", "data.num_features=50", "trainer.max_epochs=1",
+                           "threads=1", "logger=none", "seed=0,1", "optim.lr=0.25,4",
+                           f"hydra.sweep.dir={tmp_path / 's'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "4 jobs in 1 ensemble(s)" in output and "run the ordinary way:" not in output, output[-3000:]
+    for j in range(4):
+        assert json.loads((tmp_path / "s" / str(j) / "status.json").read_text())["status"] == "completed"
