@@ -110,6 +110,10 @@ def check_node(path: str, node: dict) -> None:
             raise ConfigError(f"{path}.{key} is not a parameter of {node['_target_']}; "
                               f"allowed: {', '.join(sorted(params))}")
         allowed = allowed_types(fn, key, params[key])
+        if allowed == (type(None),) and value is not None:   # an object built from a `_target_` node, or null
+            group = f"{path.replace('.', '/')}/{key}"
+            raise ConfigError(f"{path}.{key}={value!r}: expected a `_target_` node or null (where {group} is a "
+                              f"config group, select an option: {group}={value})")
         if allowed and not value_matches(value, allowed):
             names = ", ".join(a.__name__ if isinstance(a, type) else repr(a) for a in allowed)
             raise ConfigError(f"{path}.{key}={value!r} ({type(value).__name__}): expected {names}")

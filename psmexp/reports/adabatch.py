@@ -14,9 +14,10 @@ from their common parent directory.
   "test error [± std over seeds] (test loss; train F) [lr]".
 - fig42: for each (task.aggregation, data.batch_size) the step size with the lowest final train/gap F(y_s) - F*;
   the gap after a few epochs; with several seeds, the gaps are averaged over the seeds of a step size first.
-- fig43: samples/s and the training time until the target is first reached, per (task.algorithm, task.workers); the
-  target metric is `report.target_metric` (default val/loss) and the target `report.target` (default 1.01 x the
-  final value of the sequential run, hogwild with 1 worker).
+- fig43: samples/s and the training time until the target is first reached, per (task/algorithm,
+  task.algorithm.workers), the algorithm read as the run's option of the config group; the target metric is
+  `report.target_metric` (default val/loss) and the target `report.target` (default 1.01 x the final value of the
+  sequential run, hogwild with 1 worker).
 
 With `report.plot: true` (set in the fig44 / fig42 presets) fig44 and fig42 also write their figure as
 `<sweep dir>/<preset>.png`, the sweep dir being the common parent of the runs, and name the file in their text.
@@ -29,6 +30,16 @@ import statistics
 from pathlib import Path
 
 from psmexp.report import Record, completed, curve, mean_and_spread, render, report_option
+
+ALGORITHM, WORKERS = "task/algorithm", "task.algorithm.workers"   # fig43's keys: the group option, its W
+
+
+def algorithm_and_workers(run: Record) -> tuple[str, int]:
+    """fig43's (algorithm, W) of a run; runs made before task/algorithm was a config group kept them as
+    task.algorithm (a name) and task.workers."""
+    if run.value(ALGORITHM) is None:
+        return run.value("task.algorithm"), run.value("task.workers")
+    return run.value(ALGORITHM), run.value(WORKERS)
 
 
 def finite(value) -> float:
@@ -151,15 +162,16 @@ def fig43(records: list[Record], args: dict) -> str:
     metric = report_option(records, "target_metric", "val/loss")
     target = report_option(records, "target")
     if target is None:
-        sequential = [r for r in runs if r.value("task.algorithm") == "hogwild" and r.value("task.workers") == 1]
+        sequential = [r for r in runs if algorithm_and_workers(r) == ("hogwild", 1)]
         if not sequential:
-            raise ValueError("fig43: no completed sequential run (task.algorithm=hogwild, task.workers=1) to set "
+            raise ValueError(f"fig43: no completed sequential run ({ALGORITHM}=hogwild, {WORKERS}=1) to set "
                              "the target from: set report.target")
         target = 1.01 * sequential[0].metrics[metric]
     rows = []
-    for run in sorted(runs, key=lambda r: (r.value("task.algorithm"), r.value("task.workers"))):
+    for run in sorted(runs, key=algorithm_and_workers):
         reach = next((time for time, value in curve(run, metric, "time/train_s") if value <= target), None)
-        rows.append({"algorithm": run.value("task.algorithm"), "W": run.value("task.workers"),
+        algorithm, workers = algorithm_and_workers(run)
+        rows.append({"algorithm": algorithm, "W": workers,
                      "samples/s": f"{run.metrics['samples'] / run.metrics['time/train_s']:,.0f}",
                      "time to target (s)": "not reached" if reach is None else f"{reach:.2f}",
                      f"final {metric}": f"{run.metrics[metric]:.4f}",

@@ -7,14 +7,10 @@ as the weight's sparse ``.grad`` and calls the configured optimizer (any torch o
 gradients: ``optim=sgd`` for constant-step SGD, ``optim=adagrad``). The penalty (l2/2)||w||^2_Diag(p) is part of
 every per-sample gradient (``task.l2``), never the optimizer's weight decay.
 
-``algorithm``:
-- ``sgd``: one step per training batch of B = data.batch_size samples.
-- ``svrg``: AdaBatch SVRG (section 4.5): at each epoch start the snapshot y_s = w and F'(y_s) (full pass) are taken;
-  every step aggregates f'_b(w) - f'_b(y_s) + F'(y_s)/p with the rule (minibatch: C = B, adabatch: C = |D_k|);
-  at epoch end w = y_{s+1} = the mean of the epoch's iterates. Needs optim=sgd.
-- ``hogwild``, ``wild_adabatch``, ``wild_minibatch`` (section 4.4, ``psmexp.optim.wild``): ``workers`` processes
-  update the shared weight; each training batch is a segment of samples handed to them (their own batch size is
-  ``parallel_batch_size``), so validation can run between segments. Needs optim=sgd (its lr is used).
+``algorithm`` (config group ``task/algorithm``, psmexp.tasks.sparse_linear_algorithms): ``sgd`` (one step per
+training batch of B = data.batch_size samples), ``svrg`` (AdaBatch SVRG, section 4.5), ``hogwild``, ``wild_adabatch``,
+``wild_minibatch`` (shared-memory parallel SGD, section 4.4); the algorithm object owns what happens at train and
+epoch start and end and for each training batch, and its own checks.
 Under DDP (``sgd``, ``svrg``) each rank computes the entries of its own batch; the entries of all ranks are gathered
 and aggregated as one batch of W x B samples, so every rank applies the same step (one process with
 data.batch_size = W x B gives the same rule). ``hogwild`` and ``wild_*`` are their own shared-memory parallelism and
@@ -31,30 +27,23 @@ import time
 
 import torch
 
-from psmexp.config import ConfigError
 from psmexp.distributed import gather_uneven, world_size
-from psmexp.models.sparse_linear import error_rate, full_gradient, gradient_entries, objective
+from psmexp.models.sparse_linear import error_rate, full_gradient, objective
 from psmexp.optim.adabatch import aggregation as aggregation_rule
-from psmexp.optim.adabatch import svrg_entries
-from psmexp.optim.wild import MODES as PARALLEL_MODES
-from psmexp.optim.wild import ParallelSparseSGD
 from psmexp.tasks.base import Task
-
-ALGORITHMS = ("sgd", "svrg", *PARALLEL_MODES)
+from psmexp.tasks.sparse_linear_algorithms import SGD, Algorithm
 
 
 class SparseLinearTask(Task):
-    def __init__(self, model, loss, optimizer, scheduler=None, aggregation: str = "adabatch", algorithm: str = "sgd",
-                 l2: float = 0.0, workers: int = 1, parallel_batch_size: int = 10, reference_optimum: bool = False,
+    def __init__(self, model, loss, optimizer, scheduler=None, aggregation: str = "adabatch",
+                 algorithm: Algorithm | None = None, l2: float = 0.0, reference_optimum: bool = False,
                  on_nonfinite: str = "raise"):
         super().__init__(model, loss, optimizer, scheduler, on_nonfinite)
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"task.algorithm={algorithm!r}: allowed values are {', '.join(ALGORITHMS)}")
         if l2 < 0:
             raise ValueError(f"task.l2={l2}: must be >= 0")
         self.rule = aggregation_rule(aggregation)
-        self.algorithm, self.l2, self.workers = algorithm, l2, workers
-        self.parallel_batch_size, self.reference_optimum = parallel_batch_size, reference_optimum
+        self.algorithm = SGD() if algorithm is None else algorithm
+        self.l2, self.reference_optimum = l2, reference_optimum
         self.automatic_optimization = False
         self.train_seconds, self.samples, self.optimum = 0.0, 0, None
 
@@ -67,77 +56,52 @@ class SparseLinearTask(Task):
         self.frequency = datamodule.frequency
         self.train_rows = {k: v.to(self.device) for k, v in datamodule.splits["train"].everything().items()}
         self.frequency = self.frequency.to(self.device)
-        if self.algorithm in PARALLEL_MODES and self.trainer.world_size > 1:
-            raise ConfigError(f"task.algorithm={self.algorithm} is shared-memory parallel SGD (its own workers, "
-                              f"task.workers) and cannot run under DDP (trainer world size "
-                              f"{self.trainer.world_size}): use trainer=cpu, or task.algorithm=sgd|svrg")
-        if self.algorithm != "sgd" and type(self.optimizers().optimizer) is not torch.optim.SGD:
-            raise ValueError(f"task.algorithm={self.algorithm} runs plain SGD: set optim=sgd "
-                             f"(got {type(self.optimizers().optimizer).__name__})")
+        self.algorithm.check(self)
         if self.reference_optimum:
             self.optimum = reference_optimum(datamodule.splits["train"].everything(), self.loss, self.l2,
                                              datamodule.frequency)
 
     # ---- training -------------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
-        if self.algorithm in PARALLEL_MODES:
-            lr = self.optimizers().optimizer.param_groups[0]["lr"]
-            self.pool = ParallelSparseSGD(self.weight.data, self.trainer.datamodule.splits["train"], self.loss, lr,
-                                          self.algorithm, self.workers, self.parallel_batch_size, self.l2,
-                                          self.frequency)
+        self.algorithm.on_train_start(self)
 
     def on_train_end(self) -> None:
-        if self.algorithm in PARALLEL_MODES:
-            self.pool.close()
+        self.algorithm.on_train_end(self)
 
     def on_train_epoch_start(self) -> None:
-        if self.algorithm == "svrg":
-            self.snapshot = self.weight.detach().clone()
-            self.snapshot_gradient = full_gradient(self.snapshot, self.train_rows, self.loss, self.l2,
-                                                   self.frequency)
-            self.iterate_sum, self.iterate_count = torch.zeros_like(self.snapshot), 0
+        self.algorithm.on_train_epoch_start(self)
 
     def training_step(self, batch, batch_idx):
         began = time.perf_counter()
         with torch.no_grad():
             margin = self.model(batch)
             loss = self.checked(self.loss(margin, batch["target"]).mean(), "train/loss")
-            if self.algorithm in PARALLEL_MODES:
-                self.pool.run(batch["index"])
-            elif loss is not None:
-                self._step(batch)
+            if loss is not None:
+                self.algorithm.train_batch(self, batch)
         self.train_seconds += time.perf_counter() - began
         self.samples += len(batch["target"])
         if loss is not None:
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(batch["target"]))
 
-    def _step(self, batch) -> None:
-        index, value = self.aggregated_gradient(batch)
-        grad = torch.sparse_coo_tensor(index.unsqueeze(0), value, self.weight.shape, is_coalesced=True,
-                                       check_invariants=False)
-        self.weight.grad = grad
-        optimizer = self.optimizers()
-        optimizer.step()
-        self.weight.grad = None
-        if self.algorithm == "svrg":
-            self.iterate_sum += self.weight.detach()
-            self.iterate_count += 1
-
     def aggregated_gradient(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step direction (index [m], value [m]): the rule applied to the batch's per-sample entries."""
-        entries = gradient_entries(self.weight, batch, self.loss, self.l2)
-        if self.algorithm == "svrg":
-            at_snapshot = gradient_entries(self.snapshot, batch, self.loss, self.l2)
-            entries = svrg_entries(entries, at_snapshot, batch["column"], self.snapshot_gradient, self.frequency)
+        """The step direction (index [m], value [m]): the rule applied to the algorithm's per-sample entries of the
+        batch."""
+        entries = self.algorithm.entries(self, batch)
         column, batch_size = batch["column"], len(batch["target"])
         if world_size() > 1:  # one batch of every rank's samples: the same step on every rank
             column, entries = gather_uneven(column), gather_uneven(entries)
             batch_size = int(gather_uneven(torch.tensor([batch_size], device=entries.device)).sum())
         return self.rule(column, entries, batch_size, self.frequency)
 
+    def optimizer_step(self, index: torch.Tensor, value: torch.Tensor) -> None:
+        """One step of the configured optimizer along the sparse direction (index [m], value [m])."""
+        self.weight.grad = torch.sparse_coo_tensor(index.unsqueeze(0), value, self.weight.shape, is_coalesced=True,
+                                                   check_invariants=False)
+        self.optimizers().step()
+        self.weight.grad = None
+
     def on_train_epoch_end(self) -> None:
-        if self.algorithm == "svrg" and self.iterate_count:
-            self.weight.data.copy_(self.iterate_sum / self.iterate_count)  # y_{s+1}, the next w_{s+1,0}
+        self.algorithm.on_train_epoch_end(self)
         with torch.no_grad():
             value = objective(self.weight, self.train_rows, self.loss, self.l2, self.frequency)
         self.log("train/objective", value, on_step=False, on_epoch=True)

@@ -90,9 +90,9 @@ def vectorizable(cfg: DictConfig) -> str | None:
                 return f"{group}.{name} ({node.get('_target_')}) has no vectorized form"
     target = cfg.optim.get("_target_")
     if task == SPARSE_LINEAR:
-        from psmexp.vectorized.sparse_linear import OPTIMIZERS
-        if cfg.task.get("algorithm", "sgd") != "sgd":
-            return f"task.algorithm={cfg.task.algorithm}: SVRG and the Hogwild!/Wild engines are not vectorized"
+        from psmexp.vectorized.sparse_linear import ALGORITHM, OPTIMIZERS
+        if cfg.task.algorithm._target_ != ALGORITHM:
+            return f"task.algorithm={cfg.task.algorithm._target_}: SVRG and the Hogwild!/Wild engines are not vectorized"
         return None if target in OPTIMIZERS else f"sparse_linear with {target} has no vectorized form"
     try:
         stacked_optimizer(target, [optimizer_options(cfg)], total_steps=1)

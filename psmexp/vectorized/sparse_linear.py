@@ -1,6 +1,6 @@
 """Sparse linear prediction (thesis ch. 4) as an ensemble: M weight vectors w [M, d] on the same data.
 
-What psmexp.tasks.sparse_linear.SparseLinearTask does with `algorithm=sgd`, for M members at once: per training
+What psmexp.tasks.sparse_linear.SparseLinearTask does with `task/algorithm=sgd`, for M members at once: per training
 batch (shared: the members of a group have the same data and seed, hence the same batches), the margins
 x_b . w_m, the per-sample gradient entries f'_b(w_m)^(k) [M, nnz] (psmexp.models.sparse_linear), their aggregation
 (psmexp.optim.adabatch: minibatch eq. 4.6, adabatch eq. 4.7, precondition eq. 4.9; the columns, |D_k| and C_{B,p}
@@ -9,7 +9,7 @@ are shared, only the values are per member) and the optimizer's sparse update, m
 - Adagrad (torch.optim.Adagrad on a sparse gradient): s^(k) += (g^(k))^2, w^(k) -= lr/(1+(t-1) lr_decay) g^(k) /
   (sqrt(s^(k)) + eps) on the batch's columns (t: the member's step count).
 A member whose batch loss is non-finite skips the step (task.on_nonfinite=skip) or fails (raise), as its ordinary run.
-SVRG and the Hogwild!/Wild engines (task.algorithm != sgd) are not vectorized: such jobs run the ordinary way.
+SVRG and the Hogwild!/Wild engines (task/algorithm != sgd) are not vectorized: such jobs run the ordinary way.
 Logged per member as the task logs: train/loss, train/objective (and train/gap with task.reference_optimum; F* is
 computed once, the members share data and l2), val|test/loss and /error, samples, and time/train_s, which here is
 the whole ensemble's training time (the members are trained together).
@@ -30,6 +30,7 @@ from psmexp.train import write_json, write_status
 from psmexp.vectorized.ensemble import handle_nonfinite
 from psmexp.vectorized.optim import NotVectorizable, hyperparameter_table, signature_defaults
 
+ALGORITHM = "psmexp.tasks.sparse_linear_algorithms.SGD"   # the only vectorized task/algorithm
 OPTIMIZERS = {"torch.optim.SGD": ("lr",), "torch.optim.Adagrad": ("lr", "lr_decay", "initial_accumulator_value",
                                                                   "eps")}
 
@@ -67,9 +68,9 @@ class SparseLinearEnsemble:
 
     def build(self) -> bool:
         cfg = self.cfg
-        if cfg.task.get("algorithm", "sgd") != "sgd":
-            raise NotVectorizable(f"task.algorithm={cfg.task.algorithm} (SVRG and the Hogwild!/Wild engines are "
-                                  "not vectorized)")
+        if cfg.task.algorithm._target_ != ALGORITHM:
+            raise NotVectorizable(f"task.algorithm={cfg.task.algorithm._target_} (SVRG and the Hogwild!/Wild engines "
+                                  "are not vectorized)")
         target = cfg.optim._target_
         if target not in OPTIMIZERS:
             raise NotVectorizable(f"sparse_linear with {target} (vectorized: {', '.join(OPTIMIZERS)})")

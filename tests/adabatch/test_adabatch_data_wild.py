@@ -7,7 +7,7 @@ from psmexp.data.sparse import load_libsvm, make_sparse_synthetic, power_law_fre
 from psmexp.losses.linear import LogisticLoss
 from psmexp.models.sparse_linear import gradient_entries
 from psmexp.optim.adabatch import aggregation
-from psmexp.optim.wild import ParallelSparseSGD
+from psmexp.tasks.sparse_linear_wild import ParallelSparseSGD
 
 
 def test_libsvm_reader_normalises_and_maps_labels(tmp_path):

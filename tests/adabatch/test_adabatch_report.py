@@ -97,8 +97,8 @@ def test_fig43_time_to_target_from_the_sequential_run(tmp_path):
                    for s, (v, t) in enumerate(zip(losses, seconds))]
         metrics = {"val/loss": losses[-1], "test/error": 0.2, "samples": 480.0 * len(losses),
                    "time/train_s": seconds[-1]}
-        fake_run(tmp_path, name, "fig43", {}, {"task": {"algorithm": algorithm, "workers": workers}}, metrics,
-                 history)
+        fake_run(tmp_path, name, "fig43", {"task/algorithm": algorithm},
+                 {"task": {"algorithm": {"workers": workers}}}, metrics, history)
 
     run("0", "hogwild", 1, [0.6, 0.51, 0.50], [0.5, 1.0, 1.5])      # target 1.01 x 0.50 = 0.505
     run("1", "wild_adabatch", 2, [0.505, 0.45], [0.25, 0.5])
@@ -112,8 +112,18 @@ def test_fig43_time_to_target_from_the_sequential_run(tmp_path):
         "| wild_minibatch | 2 | 4,800 | not reached | 0.6000 | 0.2000 |"]
 
 
+def test_fig43_reads_runs_made_before_task_algorithm_was_a_group(tmp_path):
+    for name, algorithm, workers, loss in (("0", "hogwild", 1, 0.5), ("1", "wild_adabatch", 2, 0.4)):
+        fake_run(tmp_path, name, "fig43", {}, {"task": {"algorithm": algorithm, "workers": workers}},
+                 {"val/loss": loss, "test/error": 0.2, "samples": 480.0, "time/train_s": 1.0},
+                 [{"step": 0, "val/loss": loss, "time/train_s": 1.0}])
+    lines = report(tmp_path).splitlines()
+    assert lines[0] == "target val/loss: 0.5050"
+    assert lines[3].startswith("| hogwild | 1 | 480 | 1.00 |") and lines[4].startswith("| wild_adabatch | 2 |")
+
+
 def test_fig43_without_a_sequential_run_asks_for_report_target(tmp_path):
-    fake_run(tmp_path, "0", "fig43", {}, {"task": {"algorithm": "wild_adabatch", "workers": 2}},
+    fake_run(tmp_path, "0", "fig43", {"task/algorithm": "wild_adabatch"}, {"task": {"algorithm": {"workers": 2}}},
              {"val/loss": 0.4, "test/error": 0.2, "samples": 480.0, "time/train_s": 1.0})
     with pytest.raises(ValueError, match="report.target"):
         report(tmp_path)

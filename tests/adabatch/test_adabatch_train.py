@@ -22,25 +22,31 @@ def test_adabatch_sgd_learns(run_dir):
 
 def test_svrg_gap_decreases(run_dir):
     """Strongly convex (l2 = 0.1): SVRG's constant step converges linearly to F* (no plateau as with SGD)."""
-    _, metrics = train([*TINY, "task.algorithm=svrg", "task.l2=0.1", "task.reference_optimum=true",
+    _, metrics = train([*TINY, "task/algorithm=svrg", "task.l2=0.1", "task.reference_optimum=true",
                         "data.batch_size=10", "trainer.max_epochs=4", "optim.lr=8"], run_dir)
     gaps = [row["train/gap"] for row in history(run_dir) if "train/gap" in row]
     assert len(gaps) == 4 and all(g > -1e-6 for g in gaps) and gaps[-1] < 0.1 * gaps[0]
 
 
 def test_wild_adabatch_runs_through_train(run_dir):
-    _, metrics = train([*TINY, "task.algorithm=wild_adabatch", "task.workers=2", "task.parallel_batch_size=4",
+    _, metrics = train([*TINY, "task/algorithm=wild_adabatch", "task.algorithm.workers=2",
+                        "task.algorithm.batch_size=4",
                         "data.batch_size=80", "trainer.max_epochs=1", "optim.lr=2"], run_dir)
     assert metrics["samples"] == 320 and metrics["time/train_s"] > 0 and metrics["test/error"] < 0.5
 
 
 def test_bad_values_are_named(run_dir):
-    with pytest.raises(Exception, match="task.algorithm='sag'"):
-        train([*TINY, "task.algorithm=sag"], run_dir)
+    with pytest.raises(Exception, match="Could not find 'task/algorithm/sag'"):
+        train([*TINY, "task/algorithm=sag"], run_dir)
+    with pytest.raises(Exception, match=r"task.algorithm='svrg': expected a `_target_` node .* task/algorithm=svrg"):
+        train([*TINY, "task.algorithm=svrg"], run_dir)   # the option is chosen in its group
+    with pytest.raises(Exception, match="task.algorithm.batch_size=1 < task.algorithm.workers=2"):
+        train([*TINY, "task/algorithm=wild_minibatch", "task.algorithm.workers=2", "task.algorithm.batch_size=1"],
+              run_dir)
     with pytest.raises(Exception, match="aggregation='mean'"):
         train([*TINY, "task.aggregation=mean"], run_dir)
     with pytest.raises(Exception, match="optim=sgd"):
-        train([*TINY, "task.algorithm=svrg", "optim=adagrad", "trainer.max_epochs=1"], run_dir)
+        train([*TINY, "task/algorithm=svrg", "optim=adagrad", "trainer.max_epochs=1"], run_dir)
 
 
 @pytest.mark.parametrize("preset", ["adabatch_fig44", "adabatch_fig42", "adabatch_fig43", "adam_finite_horizon"])

@@ -82,7 +82,7 @@ SPARSE = ["task=sparse_linear", "data.num_samples=400", "data.num_features=500",
 HYPER = ["optim=hyper", "optim.secondary.clip=averaged_norm", "callbacks=[default,hyper]", "trainer.max_epochs=1",
          "+trainer.limit_train_batches=6"]
 TASKS = {"separation": SEPARATION, "synthesis": SYNTHESIS, "sparse_linear": SPARSE,
-         "sparse_linear_svrg": [*SPARSE, "task.algorithm=svrg", "task.l2=0.1"], "hyper": HYPER}
+         "sparse_linear_svrg": [*SPARSE, "task/algorithm=svrg", "task.l2=0.1"], "hyper": HYPER}
 
 
 @pytest.mark.slow
@@ -128,7 +128,7 @@ def test_sound_matching_with_lm_damping_under_ddp(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["hogwild", "wild_adabatch"])
 def test_shared_memory_parallel_sgd_refuses_ddp(algorithm, tmp_path):
-    result = ddp([*SPARSE, f"task.algorithm={algorithm}", "task.workers=2", "task.parallel_batch_size=4",
+    result = ddp([*SPARSE, f"task/algorithm={algorithm}", "task.algorithm.workers=2", "task.algorithm.batch_size=4",
                   "trainer.max_epochs=1", "logger=none"], tmp_path / "run", timeout=300)
     assert result.returncode != 0
-    assert f"task.algorithm={algorithm} is shared-memory parallel SGD" in result.stderr
+    assert f"task/algorithm={algorithm} is shared-memory parallel SGD" in result.stderr

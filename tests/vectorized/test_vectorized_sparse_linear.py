@@ -57,5 +57,5 @@ def test_batched_rules_equal_the_rules():
 
 def test_svrg_and_wild_are_excluded_with_a_reason(tmp_path):
     for algorithm in ("svrg", "hogwild", "wild_adabatch"):
-        cfg = compose_config(BASE + [f"task.algorithm={algorithm}"], tmp_path)
+        cfg = compose_config(BASE + [f"task/algorithm={algorithm}"], tmp_path)
         assert "SVRG and the Hogwild!/Wild engines are not vectorized" in vectorizable(cfg)

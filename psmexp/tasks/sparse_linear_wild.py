@@ -1,4 +1,5 @@
-"""Shared-memory parallel SGD for sparse linear models: Hogwild!, Wild AdaBatch and Wild mini-batch (thesis 4.4).
+"""Shared-memory parallel SGD for sparse linear models: Hogwild!, Wild AdaBatch and Wild mini-batch (thesis 4.4),
+the engine of task/algorithm=hogwild|wild_adabatch|wild_minibatch (psmexp.tasks.sparse_linear_algorithms).
 
 ``ParallelSparseSGD`` keeps W worker processes (torch.multiprocessing, fork) alive on shared tensors: the weight
 w [d], the training rows (CSR) and an order buffer. ``run(samples)`` hands them a segment of sample ids and returns
@@ -69,17 +70,14 @@ def _worker(rank, workers, mode, shared, loss, l2, lr, batch_size, frequency, st
 
 
 class ParallelSparseSGD:
-    """W persistent workers running ``mode`` on the shared ``weight`` (updated in place, shape [d])."""
+    """W persistent workers running ``mode`` on the shared ``weight`` (updated in place, shape [d]). W >= 1 and, for
+    the Wild modes, batch_size >= W (the task's algorithm nodes check both, naming their keys)."""
 
     def __init__(self, weight: torch.Tensor, rows: SparseRows, loss, lr: float, mode: str, workers: int,
                  batch_size: int = 1, l2: float = 0.0, frequency: torch.Tensor | None = None,
                  timeout: float = 3600.0):
         if mode not in MODES:
             raise ValueError(f"parallel mode={mode!r}: allowed values are {', '.join(MODES)}")
-        if workers < 1:
-            raise ValueError(f"workers={workers}: must be >= 1")
-        if mode != "hogwild" and batch_size < workers:
-            raise ValueError(f"batch_size={batch_size} < workers={workers}: every worker needs a sample per batch")
         if mode == "wild_adabatch" and frequency is None:
             raise ValueError("wild_adabatch needs the feature frequencies p (shape [d])")
         frequency = frequency.share_memory_() if mode == "wild_adabatch" else None
