@@ -14,7 +14,7 @@ import time
 import torch
 
 from psmexp.models.mlp import MLP
-from psmexp.optim.hyper import HyperStack
+from psmexp.optim.hyper import AdamRule, HyperStack, SGDRule
 
 
 def seconds_per_step(make_optimizer, steps: int, repeats: int) -> float:
@@ -49,11 +49,9 @@ def main():
     torch.set_num_threads(args.threads)
     cases = {
         "torch.optim.Adam": lambda p: torch.optim.Adam(p, lr=1e-3),
-        "HyperStack adam/sgd": lambda p: HyperStack(p, "adam", {"name": "sgd", "lr": 1e-4}),
-        "HyperStack adam/sgd, clip": lambda p: HyperStack(p, "adam", {"name": "sgd", "lr": 1e-4,
-                                                                        "clip": "averaged_norm"}),
-        "HyperStack adam/sgd/sgd": lambda p: HyperStack(p, "adam", {"name": "sgd", "lr": 1e-4}, [{"name": "sgd",
-                                                                                                   "lr": 1e-6}]),
+        "HyperStack adam/sgd": lambda p: HyperStack(p, AdamRule(), SGDRule(lr=1e-4)),
+        "HyperStack adam/sgd, clip": lambda p: HyperStack(p, AdamRule(), SGDRule(lr=1e-4, clip="averaged_norm")),
+        "HyperStack adam/sgd/sgd": lambda p: HyperStack(p, AdamRule(), SGDRule(lr=1e-4), [SGDRule(lr=1e-6)]),
     }
     base = None
     print(f"MLP 784-128-10, batch 256, {args.threads} thread(s), median of {args.repeats} x {args.steps} steps")

@@ -32,24 +32,26 @@ Rules and their learned hyperparameters (raw -> value maps as in the reference i
     adam     lr (identity), beta1, beta2 (squash(x) = (tanh x + 1)/2 keeps them in (0, 1)); v starts at eps
     adagrad  lr (identity); sum of squares starts at `initial_accumulator` (0.1 in the reference)
     rmsprop  lr (= raw^2, stays >= 0), gamma (squash)
-Each level may clip the gradient it receives (`clip: averaged_norm`), per tensor: for the secondary that is the
-hypergradient of each scalar hyperparameter of the primary, as in the report.
+A level is a rule object (`SGDRule(lr=1e-5, clip="averaged_norm")`; in a config, a `_target_` node such as
+conf/optim/primary/adam.yaml, so psmexp.config checks its keys before a run). Each level may clip the gradient it
+receives (`clip="averaged_norm"`), per tensor: for the secondary that is the hypergradient of each scalar
+hyperparameter of the primary, as in the report.
 Shapes: hyperparameters are 0-d tensors of the weights' dtype. The primary works on all weights as one flat vector
 (one state vector; one clipping norm if it clips), which keeps the step to a few large elementwise operations; the
 weights themselves may have any shapes (a single param group, one device and dtype).
 """
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import Literal
 
 import torch
 
 from psmexp.optim.averaged_norm_clip import AveragedNormClip
 from psmexp.optim.base import evaluate_closure
 
-CLIP_CHOICES = ("averaged_norm",)
+Clip = Literal["averaged_norm"] | None
 LEVEL_NAMES = ("primary", "secondary", "tertiary")
 
 
@@ -95,8 +97,18 @@ def rmsprop_delta(grad, state, lr, gamma, eps):
 
 # ---- rules: which hyperparameters are learned, their raw parametrisation, and the state they keep ----
 
-class SGDRule:
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0):
+class Rule:
+    """A level's update rule; `clip` (null or "averaged_norm") clips the gradient the level receives."""
+
+    def __init__(self, clip: Clip):
+        if clip not in (None, "averaged_norm"):
+            raise ValueError(f"clip={clip!r}: allowed values are null, averaged_norm")
+        self.clip = clip
+
+
+class SGDRule(Rule):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, clip: Clip = None):
+        super().__init__(clip)
         self.raw_init = {"lr": float(lr)}
         if momentum != 0.0:
             self.raw_init["momentum"] = float(momentum)
@@ -111,8 +123,10 @@ class SGDRule:
         return sgd_delta(grad, state, values["lr"], values.get("momentum"))
 
 
-class AdamRule:
-    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+class AdamRule(Rule):
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 clip: Clip = None):
+        super().__init__(clip)
         self.raw_init = {"lr": float(lr), "beta1": unsquash(beta1), "beta2": unsquash(beta2)}
         self.eps = eps
 
@@ -126,8 +140,9 @@ class AdamRule:
         return adam_delta(grad, state, step, values["lr"], values["beta1"], values["beta2"], self.eps)
 
 
-class AdaGradRule:
-    def __init__(self, lr: float = 0.01, eps: float = 1e-10, initial_accumulator: float = 0.1):
+class AdaGradRule(Rule):
+    def __init__(self, lr: float = 0.01, eps: float = 1e-10, initial_accumulator: float = 0.1, clip: Clip = None):
+        super().__init__(clip)
         self.raw_init = {"lr": float(lr)}
         self.eps, self.initial_accumulator = eps, initial_accumulator
 
@@ -141,8 +156,9 @@ class AdaGradRule:
         return adagrad_delta(grad, state, values["lr"], self.eps)
 
 
-class RMSPropRule:
-    def __init__(self, lr: float = 0.01, gamma: float = 0.99, eps: float = 1e-8):
+class RMSPropRule(Rule):
+    def __init__(self, lr: float = 0.01, gamma: float = 0.99, eps: float = 1e-8, clip: Clip = None):
+        super().__init__(clip)
         if lr < 0:
             raise ValueError(f"rmsprop lr must be >= 0 (it is learned as raw^2), got {lr}")
         self.raw_init = {"lr": math.sqrt(lr), "gamma": unsquash(gamma)}
@@ -158,25 +174,15 @@ class RMSPropRule:
         return rmsprop_delta(grad, state, values["lr"], values["gamma"], self.eps)
 
 
-RULES = {"sgd": SGDRule, "adam": AdamRule, "adagrad": AdaGradRule, "rmsprop": RMSPropRule}
-
-
-def make_rule(spec, where: str):
-    """`spec` is a rule name or a mapping {name, <hyperparameters>, clip}; returns (rule, clip or None)."""
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-    name, clip = spec.pop("name", None), spec.pop("clip", None)
-    if name not in RULES:
-        raise ValueError(f"optim.{where}.name={name!r}: allowed values are {', '.join(RULES)}")
-    if clip in (None, False, "none", "null"):
-        clip = None
-    elif clip not in CLIP_CHOICES:
-        raise ValueError(f"optim.{where}.clip={clip!r}: allowed values are null, {', '.join(CLIP_CHOICES)}")
-    allowed = list(inspect.signature(RULES[name]).parameters)
-    for key in spec:
-        if key not in allowed:
-            raise ValueError(f"optim.{where}.{key}: not a hyperparameter of {name}; allowed keys are "
-                             f"{', '.join(allowed + ['name', 'clip'])}")
-    return RULES[name](**spec), clip
+def stack(primary: Rule | None, secondary: Rule | None, higher: Iterable[Rule]) -> list[Rule]:
+    """The levels bottom up (primary default AdamRule(), secondary SGDRule()), each checked to be a rule."""
+    rules = [AdamRule() if primary is None else primary, SGDRule() if secondary is None else secondary, *higher]
+    for k, rule in enumerate(rules):
+        if not isinstance(rule, Rule):
+            where = LEVEL_NAMES[k] if k < 2 else f"higher[{k - 2}]"
+            raise TypeError(f"optim.{where}={rule!r}: a level is a rule, in a config a `_target_` node such as "
+                            "{_target_: psmexp.optim.hyper.SGDRule, lr: 1.0e-6}")
+    return rules
 
 
 def to_device(tree: dict, device: torch.device) -> dict:
@@ -191,10 +197,10 @@ def leaves(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class Level:
     """One optimizer of a stack: its raw hyperparameters, its per-target state and the record of its last update."""
 
-    def __init__(self, rule, clip: str | None, dtype: torch.dtype, device: torch.device):
+    def __init__(self, rule: Rule, dtype: torch.dtype, device: torch.device):
         self.rule = rule
         self.raw = {k: torch.tensor(v, dtype=dtype, device=device) for k, v in rule.raw_init.items()}
-        self.clip = AveragedNormClip() if clip == "averaged_norm" else None
+        self.clip = AveragedNormClip() if rule.clip == "averaged_norm" else None
         self.steps = 0
         self.state: dict[int, dict] = {}
         self.record: dict[int, dict] = {}   # index -> {"grad", "state"[, "target"]} of the last update
@@ -248,18 +254,16 @@ class Level:
 
 class HyperStack(torch.optim.Optimizer):
     """A hyperoptimizer stack over `params`: primary (on the weights), secondary (on the primary's hyperparameters),
-    then optional `higher` levels, each on the level below. Each spec is a rule name or {name, hyperparameters, clip}.
+    then optional `higher` levels, each on the level below; each level a rule object (SGDRule, AdamRule, ...).
     A stack learns one set of primary hyperparameters for all its weights, hence a single parameter group (no
     optim.param_groups; psmexp.tasks.base.Task checks it before training).
     """
     single_param_group = True
 
-    def __init__(self, params: Iterable, primary: str | Mapping = "adam", secondary: str | Mapping = "sgd",
-                 higher: Iterable[str | Mapping] = ()):
-        specs = [("primary", primary), ("secondary", secondary)]
-        specs += [(f"higher[{i}]", spec) for i, spec in enumerate(higher)]
-        rules = [make_rule(spec, where) for where, spec in specs]
-        super().__init__(params, {"lr": rules[0][0].raw_init.get("lr", 0.0)})
+    def __init__(self, params: Iterable, primary: Rule | None = None, secondary: Rule | None = None,
+                 higher: Iterable[Rule] = ()):
+        rules = stack(primary, secondary, higher)
+        super().__init__(params, {"lr": rules[0].raw_init.get("lr", 0.0)})
         if len(self.param_groups) != 1:
             raise ValueError(f"HyperStack takes a single parameter group, got {len(self.param_groups)}")
         self.params = [p for p in self.param_groups[0]["params"] if p.requires_grad]
@@ -269,7 +273,7 @@ class HyperStack(torch.optim.Optimizer):
             raise ValueError("HyperStack needs all parameters on one device with one dtype")
         self.sizes = [p.numel() for p in self.params]
         dtype, device = self.params[0].dtype, self.params[0].device
-        self.levels = [Level(rule, clip, dtype, device) for rule, clip in rules]
+        self.levels = [Level(rule, dtype, device) for rule in rules]
         self.level_names = [LEVEL_NAMES[k] if k < len(LEVEL_NAMES) else f"level{k + 1}"
                             for k in range(len(self.levels))]
         self._pending = None   # ([step of the weights], [raw hyperparameters]) with the graph between them

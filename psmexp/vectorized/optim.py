@@ -33,10 +33,10 @@ import inspect
 from collections.abc import Mapping, Sequence
 
 import torch
-from hydra.utils import get_object
+from hydra.utils import get_object, instantiate
 
 from psmexp.optim.adam_family import AdamFamily
-from psmexp.optim.hyper import LEVEL_NAMES, make_rule
+from psmexp.optim.hyper import LEVEL_NAMES, stack
 
 Tensors = dict[str, torch.Tensor]
 
@@ -293,27 +293,28 @@ class HyperStack:
 
     def __init__(self, members: Sequence[Mapping], dtype: torch.dtype = torch.float32, total_steps=None):
         self.size, self.dtype = len(members), dtype
-        per_member = []
-        for member in members:
-            specs = [("primary", member.get("primary", "adam")), ("secondary", member.get("secondary", "sgd"))]
-            specs += [(f"higher[{i}]", spec) for i, spec in enumerate(member.get("higher", ()) or ())]
-            per_member.append([make_rule(spec, where) for where, spec in specs])
+        # each member's levels: its config's `_target_` nodes (rules), built as the ordinary HyperStack gets them
+        per_member = [stack(instantiate(member.get("primary")), instantiate(member.get("secondary")),
+                            [instantiate(spec) for spec in member.get("higher") or ()]) for member in members]
         self.n = len(per_member[0])
         if any(len(levels) != self.n for levels in per_member):
             raise NotVectorizable("hyperoptimizer stacks of different depths")
-        self.rules = [levels[0] for levels in per_member[0]]
+        self.rules = per_member[0]
+
+        def constants(rule):   # what must agree between members: all but the learned values and clipping
+            return {a: v for a, v in vars(rule).items() if a not in ("raw_init", "clip")}
+
         for k, rule in enumerate(self.rules):
             for levels in per_member:
-                other = levels[k][0]
-                constants = {a: v for a, v in vars(other).items() if a != "raw_init"}
+                other = levels[k]
                 if type(other) is not type(rule) or list(other.raw_init) != list(rule.raw_init) \
-                        or constants != {a: v for a, v in vars(rule).items() if a != "raw_init"}:
+                        or constants(other) != constants(rule):
                     raise NotVectorizable(f"hyperoptimizer {LEVEL_NAMES[k] if k < 3 else k} rules differ between "
                                           "members in more than their hyperparameters")
         self.names = [list(rule.raw_init) for rule in self.rules]
-        self.raw_init = [{name: torch.tensor([levels[k][0].raw_init[name] for levels in per_member], dtype=dtype)
+        self.raw_init = [{name: torch.tensor([levels[k].raw_init[name] for levels in per_member], dtype=dtype)
                           for name in self.names[k]} for k in range(self.n)]
-        self.clip = [torch.tensor([levels[k][1] is not None for levels in per_member]) for k in range(self.n)]
+        self.clip = [torch.tensor([levels[k].clip is not None for levels in per_member]) for k in range(self.n)]
         self.level_names = [LEVEL_NAMES[k] if k < len(LEVEL_NAMES) else f"level{k + 1}" for k in range(self.n)]
 
     def targets(self, k: int, flat: torch.Tensor) -> list[torch.Tensor]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from psmexp.optim.averaged_norm_clip import AveragedNormClip, averaged_norm_clip
-from psmexp.optim.hyper import HyperStack
+from psmexp.optim.hyper import AdaGradRule, AdamRule, HyperStack, RMSPropRule, SGDRule
 
 C = np.array([1.0, -2.0, 0.5])
 
@@ -32,7 +32,7 @@ def run_stack(w0, opt_kwargs, steps, scales=None):
 def test_sgd_learning_rate_hypergradient_is_baydin_closed_form():
     """SGD/SGD: lr_t = lr_{t-1} - kappa dL_t/dlr with dL_t/dlr = -g_t . g_{t-1} (Baydin et al. 2017, eq. 5)."""
     lr, kappa, w = 0.1, 0.05, np.array([3.0, 1.0, -1.0])
-    w_t, _, history = run_stack(w, {"primary": {"name": "sgd", "lr": lr}, "secondary": {"name": "sgd", "lr": kappa}}, 4)
+    w_t, _, history = run_stack(w, {"primary": SGDRule(lr=lr), "secondary": SGDRule(lr=kappa)}, 4)
     g_prev = None
     for t in range(4):   # numpy replica of the stack
         g = quadratic_grad(w)
@@ -47,8 +47,8 @@ def test_sgd_learning_rate_hypergradient_is_baydin_closed_form():
 def test_three_level_stack_chains_the_hypergradients():
     """SGD/SGD/SGD: dL_{t+1}/dkappa_t = (-g_{t+1} . g_t)(g_t . g_{t-1}) by the chain rule through lr_t."""
     lr, kappa, beta, w = 0.1, 0.02, 0.01, np.array([3.0, 1.0, -1.0])
-    _, _, history = run_stack(w, {"primary": {"name": "sgd", "lr": lr}, "secondary": {"name": "sgd", "lr": kappa},
-                                  "higher": [{"name": "sgd", "lr": beta}]}, 5)
+    _, _, history = run_stack(w, {"primary": SGDRule(lr=lr), "secondary": SGDRule(lr=kappa),
+                                  "higher": [SGDRule(lr=beta)]}, 5)
     grads, dlr_dkappa = [], None
     for t in range(5):
         grads.append(quadratic_grad(w))
@@ -62,14 +62,14 @@ def test_three_level_stack_chains_the_hypergradients():
         assert history[t]["secondary/lr"] == pytest.approx(kappa, rel=1e-12)
 
 
-@pytest.mark.parametrize("primary", ["adam", "rmsprop", "adagrad", {"name": "sgd", "lr": 0.05, "momentum": 0.5}])
+@pytest.mark.parametrize("primary", [AdamRule(), RMSPropRule(), AdaGradRule(), SGDRule(lr=0.05, momentum=0.5)])
 def test_hypergradients_match_finite_differences(primary):
     """dL(w_t(h))/dh of the replayed update equals a central difference of the loss at the updated weights."""
     torch.manual_seed(0)
     x, target = torch.randn(16, 5, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
     w = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
     loss_of = lambda v: ((x @ v - target) ** 2).mean()
-    opt = HyperStack([w], primary=primary, secondary={"name": "sgd", "lr": 0.0})
+    opt = HyperStack([w], primary=primary, secondary=SGDRule(lr=0.0))
     for _ in range(3):
         opt.zero_grad()
         loss_of(w).backward()
@@ -111,9 +111,9 @@ def test_clipping_bounds_the_secondary_step():
     """A loss spike multiplies the hypergradient by 1e6; with clipping the lr moves by at most kappa theta_t."""
     w0, kappa = np.array([3.0, 1.0, -1.0]), 1e-3
     scales = [1.0] * 5 + [1e3] + [1.0] * 2
-    spec = {"primary": {"name": "sgd", "lr": 0.01}}
-    _, _, plain = run_stack(w0, {**spec, "secondary": {"name": "sgd", "lr": kappa}}, 6, scales)
-    _, _, clipped = run_stack(w0, {**spec, "secondary": {"name": "sgd", "lr": kappa, "clip": "averaged_norm"}}, 6, scales)
+    spec = {"primary": SGDRule(lr=0.01)}
+    _, _, plain = run_stack(w0, {**spec, "secondary": SGDRule(lr=kappa)}, 6, scales)
+    _, _, clipped = run_stack(w0, {**spec, "secondary": SGDRule(lr=kappa, clip="averaged_norm")}, 6, scales)
     jump_plain = abs(plain[5]["primary/lr"] - plain[4]["primary/lr"])
     jump_clipped = abs(clipped[5]["primary/lr"] - clipped[4]["primary/lr"])
     theta_prev = clipped[4]["secondary/clip_threshold/lr"]
@@ -128,8 +128,8 @@ def test_state_round_trips_and_resumes_exactly():
     """Save after 4 steps, load into a fresh stack, continue 3 steps: weights and hyperparameters are identical."""
     torch.manual_seed(1)
     x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
-    spec = {"primary": "adam", "secondary": {"name": "sgd", "lr": 1e-3, "clip": "averaged_norm"},
-            "higher": [{"name": "sgd", "lr": 1e-4}]}
+    spec = {"primary": AdamRule(), "secondary": SGDRule(lr=1e-3, clip="averaged_norm"),
+            "higher": [SGDRule(lr=1e-4)]}
 
     def train(model, opt, steps):
         for _ in range(steps):
@@ -157,27 +157,28 @@ def test_state_round_trips_and_resumes_exactly():
     assert "secondary/lr" in opt.hyperparameters() and "secondary/clip_threshold/beta1" in opt.hyperparameters()
 
 
-def test_bad_specs_name_the_key():
+def test_bad_levels_are_named():
+    """(Misspelled keys of a level's config node are psmexp.config's: tests/hyper/test_hyper_wiring.py.)"""
     w = [torch.nn.Parameter(torch.zeros(2))]
-    with pytest.raises(ValueError, match=r"optim.primary.name='adamw'.*sgd, adam, adagrad, rmsprop"):
+    with pytest.raises(TypeError, match=r"optim.primary='adamw': a level is a rule"):
         HyperStack(w, primary="adamw")
-    with pytest.raises(ValueError, match=r"optim.secondary.clip='norm'"):
-        HyperStack(w, secondary={"name": "sgd", "clip": "norm"})
-    with pytest.raises(ValueError, match=r"optim.primary.gamma: not a hyperparameter of adam"):
-        HyperStack(w, primary={"name": "adam", "gamma": 0.9})
-    opt = HyperStack(w, primary="adam")
+    with pytest.raises(TypeError, match=r"optim.higher\[0\]='sgd': a level is a rule"):
+        HyperStack(w, higher=["sgd"])
+    with pytest.raises(ValueError, match=r"clip='norm': allowed values are null, averaged_norm"):
+        SGDRule(clip="norm")
+    opt = HyperStack(w, primary=AdamRule())
     with pytest.raises(ValueError, match=r"state has 2 hyperoptimizer levels, this stack has 3"):
-        HyperStack(w, primary="adam", higher=["sgd"]).load_state_dict(opt.state_dict())
+        HyperStack(w, primary=AdamRule(), higher=[SGDRule()]).load_state_dict(opt.state_dict())
     with pytest.raises(ValueError, match=r"primary level has hyperparameters \['beta1', 'beta2', 'lr'\]"):
-        HyperStack(w, primary="sgd").load_state_dict(opt.state_dict())
+        HyperStack(w, primary=SGDRule()).load_state_dict(opt.state_dict())
 
 
 @pytest.mark.parametrize("primary, reference", [
-    ({"name": "sgd", "lr": 0.05, "momentum": 0.9}, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
-    ({"name": "adam", "lr": 0.01, "eps": 1e-12}, lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-12)),
-    ({"name": "adagrad", "lr": 0.1, "eps": 0.0},
+    (SGDRule(lr=0.05, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
+    (AdamRule(lr=0.01, eps=1e-12), lambda p: torch.optim.Adam(p, lr=0.01, eps=1e-12)),
+    (AdaGradRule(lr=0.1, eps=0.0),
      lambda p: torch.optim.Adagrad(p, lr=0.1, eps=0.0, initial_accumulator_value=0.1)),
-    ({"name": "rmsprop", "lr": 0.01, "gamma": 0.9, "eps": 0.0}, lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9,
+    (RMSPropRule(lr=0.01, gamma=0.9, eps=0.0), lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9,
                                                                                                eps=0.0)),
 ])
 def test_primary_rules_follow_torch_optimizers_when_alpha_is_zero(primary, reference):
@@ -185,7 +186,7 @@ def test_primary_rules_follow_torch_optimizers_when_alpha_is_zero(primary, refer
     torch.manual_seed(2)
     x, y = torch.randn(20, 4, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
     weights = []
-    for make in (lambda p: HyperStack(p, primary, {"name": "sgd", "lr": 0.0}), reference):
+    for make in (lambda p: HyperStack(p, primary, SGDRule(lr=0.0)), reference):
         w = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
         opt = make([w])
         for _ in range(6):

@@ -3,14 +3,17 @@ import json
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from psmexp.optim.hyper import HyperStack
+from psmexp.config import ConfigError, validate
+from psmexp.optim.hyper import AdamRule, HyperStack, SGDRule
 from psmexp.report import collect, completed, report
 from psmexp.reports.hyper_clipping import clipping_table, flat_record, read_paper_table
 from conftest import cli, compose_config, train
 
-PRESETS = {1: ("sgd", "mlp", "mnist", 30), 2: ("adam", "mlp", "mnist", 5), 3: ("adagrad", "mlp", "mnist", 30),
-           4: ("rmsprop", "mlp", "mnist", 5), 5: ("adam", "cnn", "cifar10", 5)}
+PRESETS = {1: ("SGDRule", "mlp", "mnist", 30), 2: ("AdamRule", "mlp", "mnist", 5),
+           3: ("AdaGradRule", "mlp", "mnist", 30), 4: ("RMSPropRule", "mlp", "mnist", 5),
+           5: ("AdamRule", "cnn", "cifar10", 5)}
 
 
 def test_classification_with_hyper_stack_trains_logs_and_checkpoints(run_dir):
@@ -27,9 +30,28 @@ def test_classification_with_hyper_stack_trains_logs_and_checkpoints(run_dir):
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     (state,) = checkpoint["optimizer_states"]
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.Tanh(), torch.nn.Linear(128, 10))
-    restored = HyperStack(model.parameters(), "adam", {"name": "sgd", "lr": 1e-3, "clip": "averaged_norm"})
+    restored = HyperStack(model.parameters(), AdamRule(), SGDRule(lr=1e-3, clip="averaged_norm"))
     restored.load_state_dict(state)
     assert restored.hyperparameters()["primary/lr"] == pytest.approx(metrics["hyper/primary/lr"])
+
+
+def test_levels_are_target_nodes_checked_before_a_run(tmp_path):
+    """Each level's keys and clip value are checked by psmexp.config (before training), a higher level's too."""
+    cfg = compose_config(["optim=hyper", "optim/primary=rmsprop", "optim.secondary.clip=averaged_norm",
+                          "optim.higher=[{_target_: psmexp.optim.hyper.SGDRule, lr: 1.0e-6}]"], tmp_path)
+    validate(cfg)
+    stack = instantiate(cfg.optim)([torch.nn.Parameter(torch.zeros(3))])
+    assert [type(level.rule).__name__ for level in stack.levels] == ["RMSPropRule", "SGDRule", "SGDRule"]
+    assert [level.clip is not None for level in stack.levels] == [False, True, False]
+    for overrides, message in [
+            (["+optim.primary.beta1=0.9"], "optim.primary.beta1 is not a parameter of psmexp.optim.hyper.RMSPropRule; "
+                                           "allowed: clip, eps, gamma, lr"),
+            (["optim.secondary.clip=norm"], r"optim.secondary.clip='norm' \(str\): expected 'averaged_norm', NoneType"),
+            (["optim.higher=[{_target_: psmexp.optim.hyper.SGDRule, gamma: 0.9}]"],
+             r"optim.higher\[0\].gamma is not a parameter of psmexp.optim.hyper.SGDRule"),
+            (["optim.primary=adam"], "optim.primary='adam': expected a `_target_` node or null .* optim/primary=adam")]:
+        with pytest.raises(ConfigError, match=message):
+            validate(compose_config(["optim=hyper", "optim/primary=rmsprop", *overrides], tmp_path))
 
 
 @pytest.mark.parametrize("table", sorted(PRESETS))
@@ -38,7 +60,8 @@ def test_presets_compose_with_the_reports_settings(table, tmp_path):
     for name, expected_data, expected_epochs in ((f"hyper_table{table}", data, epochs),
                                                  (f"hyper_table{table}_mini", "digits", None)):
         cfg = compose_config([f"paper={name}"], tmp_path, hydra=True)
-        assert cfg.optim.primary.name == primary and cfg.optim.secondary.name == "sgd"
+        assert cfg.optim.primary._target_ == f"psmexp.optim.hyper.{primary}"
+        assert cfg.optim.secondary._target_ == "psmexp.optim.hyper.SGDRule"
         assert cfg.model._target_.endswith("cnn.CNN" if model == "cnn" else "mlp.MLP")
         assert cfg.data._target_.split(".")[-2] == expected_data
         assert cfg.task.on_nonfinite == "skip" and cfg.test_ckpt == "last"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra.utils import get_object
+from hydra.utils import get_object, instantiate
 
 from psmexp.optim.averaged_norm_clip import averaged_norm_clip
 from psmexp.optim.hyper import HyperStack
@@ -19,6 +19,12 @@ from psmexp.vectorized.optim import NotVectorizable, batched_averaged_norm_clip,
 STEPS = 25
 DIVERGE = {torch.float64: 1e300, torch.float32: 1e30}   # squared: overflows the dtype
 TOL = {torch.float64: dict(rtol=1e-10, atol=1e-12), torch.float32: dict(rtol=2e-4, atol=1e-5)}
+
+
+def level(rule: str, **options) -> dict:
+    """A hyperoptimizer level's config node, as in psmexp/conf/optim/primary/*.yaml."""
+    return {"_target_": f"psmexp.optim.hyper.{rule}", **options}
+
 
 CASES = {
     "sgd": ("torch.optim.SGD", [dict(lr=0.05), dict(lr=0.02, weight_decay=0.1)]),
@@ -37,30 +43,33 @@ CASES = {
                     [dict(lr=0.01), dict(lr=0.05, beta1=0.0, beta2=1.0), dict(lr=1.0, finite_horizon=True)]),
     "lowpass_momentum": ("psmexp.optim.lowpass_momentum.LowpassMomentum", [dict(lr=0.1), dict(lr=0.3, momentum=0.0)]),
     "hyper_sgd_sgd": ("psmexp.optim.hyper.HyperStack",
-                      [dict(primary={"name": "sgd", "lr": 0.01}, secondary={"name": "sgd", "lr": alpha, "clip": clip})
+                      [dict(primary=level("SGDRule", lr=0.01), secondary=level("SGDRule", lr=alpha, clip=clip))
                        for alpha in (0.0, 0.01, 1.0) for clip in (None, "averaged_norm")]),
     "hyper_adam_sgd": ("psmexp.optim.hyper.HyperStack",
-                       [dict(primary={"name": "adam", "lr": 0.01}, secondary={"name": "sgd", "lr": a, "clip": c})
+                       [dict(primary=level("AdamRule", lr=0.01), secondary=level("SGDRule", lr=a, clip=c))
                         for a, c in ((1e-4, None), (1e-3, "averaged_norm"))]),
     "hyper_adagrad_sgd": ("psmexp.optim.hyper.HyperStack",
-                          [dict(primary={"name": "adagrad"}, secondary={"name": "sgd", "lr": a, "clip": c})
+                          [dict(primary=level("AdaGradRule"), secondary=level("SGDRule", lr=a, clip=c))
                            for a, c in ((1e-3, None), (1e-2, "averaged_norm"))]),
     "hyper_rmsprop_sgd": ("psmexp.optim.hyper.HyperStack",
-                          [dict(primary={"name": "rmsprop", "lr": 0.001}, secondary={"name": "sgd", "lr": a, "clip": c})
+                          [dict(primary=level("RMSPropRule", lr=0.001), secondary=level("SGDRule", lr=a, clip=c))
                            for a, c in ((1e-4, None), (1e-3, "averaged_norm"))]),
     "hyper_three_levels": ("psmexp.optim.hyper.HyperStack",
-                           [dict(primary="sgd", secondary={"name": "adam", "lr": a, "clip": c},
-                                 higher=[{"name": "sgd", "lr": 1e-5}])
+                           [dict(primary=level("SGDRule"), secondary=level("AdamRule", lr=a, clip=c),
+                                 higher=[level("SGDRule", lr=1e-5)])
                             for a, c in ((1e-3, None), (1e-2, "averaged_norm"))]),
 }
 
 
 def diverging(target: str, options: dict, lr: float) -> dict:
     if target.endswith("HyperStack"):
-        primary = options["primary"]
-        primary = {"name": primary} if isinstance(primary, str) else dict(primary)
-        return {**options, "primary": {**primary, "lr": lr}}
+        return {**options, "primary": {**options["primary"], "lr": lr}}
     return {**options, "lr": lr}
+
+
+def built(options: dict) -> dict:
+    """The options as the ordinary optimizer receives them from its config: `_target_` nodes instantiated."""
+    return {k: instantiate(v) if isinstance(v, (dict, list)) else v for k, v in options.items()}
 
 
 def problem(members: int, dtype):
@@ -80,7 +89,7 @@ def ordinary(target, options, x, y, init):
     """Run k as psmexp-train would: the ordinary optimizer, steps with a non-finite loss skipped."""
     weight, bias = (init[k].clone().requires_grad_() for k in ("weight", "bias"))
     extra = {"total_steps": STEPS} if getattr(get_object(target), "needs_total_steps", False) else {}
-    optimizer = get_object(target)([weight, bias], **options, **extra)
+    optimizer = get_object(target)([weight, bias], **built(options), **extra)
     path, skipped = [], []
     for t in range(STEPS):
         optimizer.zero_grad()
@@ -142,7 +151,7 @@ def test_hyperparameters_match_hyperstack():
     runs = []
     for k, options in enumerate(members):
         weight, bias = (init[n][k].clone().requires_grad_() for n in ("weight", "bias"))
-        runs.append((weight, bias, HyperStack([weight, bias], **options)))
+        runs.append((weight, bias, HyperStack([weight, bias], **built(options))))
     for t in range(5):
         weight, bias = (params[k].detach().requires_grad_() for k in ("weight", "bias"))
         loss_of(weight, bias, x[:, t], y[:, t]).sum().backward()
