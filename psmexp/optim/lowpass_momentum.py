@@ -11,16 +11,17 @@ not enlarge the effective step size.
 """
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import torch
 
 from psmexp.optim.base import PerParameterOptimizer
 
 
-def frequency_response(mu: float, num: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(Omega in [0, pi), H(e^{j Omega})) of the filter (1 - mu) / (1 - mu z^-1)."""
-    omega = np.linspace(0.0, np.pi, num, endpoint=False)
-    return omega, (1.0 - mu) / (1.0 - mu * np.exp(-1j * omega))
+def frequency_response(mu: float, num: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Omega in [0, pi) [num] float64, H(e^{j Omega}) [num] complex128) of the filter (1 - mu) / (1 - mu z^-1)."""
+    omega = torch.arange(num, dtype=torch.float64) * (math.pi / num)
+    return omega, (1.0 - mu) / (1.0 - mu * torch.exp(-1j * omega))
 
 
 class LowpassMomentum(PerParameterOptimizer):

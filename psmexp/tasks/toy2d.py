@@ -86,7 +86,7 @@ class Toy2D(Task):
 
     @staticmethod
     def plot_filter(filename: Path, momentum: float) -> None:
-        omega, response = frequency_response(momentum)
+        omega, response = (t.numpy() for t in frequency_response(momentum))
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot(omega / np.pi, 20 * np.log10(np.abs(response)))
         ax.set(xlim=(0, 1), xlabel=r"$\Omega / \pi$", ylabel="level in dB",
