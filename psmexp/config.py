@@ -134,6 +134,11 @@ def validate(cfg: DictConfig) -> None:
                  for k in cfg if k != "hydra"}
     for path, node in target_nodes(container):
         check_node(path, node)
+    for group in ("callbacks", "logger"):
+        for name, node in (cfg.get(group) or {}).items():
+            if node is not None and "_target_" not in node:
+                raise ConfigError(f"{group}.{name} has no _target_: it sets keys of a {group} entry that no selected "
+                                  f"option defines (select it, e.g. {group}=[default,{name}], or drop the keys)")
     if not isinstance(cfg.get("seed"), int):
         raise ConfigError(f"seed={cfg.get('seed')!r}: expected an integer")
 

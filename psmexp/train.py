@@ -64,11 +64,6 @@ def build(cfg: DictConfig, run_dir: Path, resume_history: dict | None = None, ex
                        optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched))
     task.run_config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "task")}
     speed.apply(cfg.get("speed") or {}, task.model)
-    for group in ("callbacks", "logger"):
-        for name, node in (cfg[group] or {}).items():
-            if node is not None and "_target_" not in node:
-                raise ConfigError(f"{group}.{name} has no _target_: it sets keys of a {group} entry that no selected "
-                                  f"option defines (select it, e.g. {group}=[default,{name}], or drop the keys)")
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if node is not None]
     callbacks += extra_callbacks
     callbacks.sort(key=lambda callback: isinstance(callback, ResumeCheckpoint))   # last (stable sort)
