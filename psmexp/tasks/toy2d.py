@@ -33,22 +33,25 @@ def gradient_descent_path(loss, start: torch.Tensor, lr: float, steps: int) -> n
     return torch.stack(path).cpu().numpy()
 
 
+def point_metrics(loss, point: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The evaluation metrics at `point` [..., 2]: loss, b1, b2 and the distance to the nearer minimum, each [...]."""
+    minima = torch.tensor(MINIMA, dtype=point.dtype, device=point.device)
+    return {"loss": loss(point), "b1": point[..., 0], "b2": point[..., 1],
+            "dist_to_min": torch.linalg.vector_norm(point[..., None, :] - minima, dim=-1).amin(dim=-1)}
+
+
 class Toy2D(Task):
     loss_contract = PointLoss
     def __init__(self, *args, plot: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.plot = plot
-        self.start = self.model.point.detach().clone()
-        self.path = [self.start.clone()]
+        self.path = [self.model.point.detach().clone()]
 
     def compute_loss(self, batch):
         return self.loss(self.model())
 
     def evaluate(self, batch):
-        point = self.model()
-        return {"loss": self.loss(point), "b1": point[0], "b2": point[1],
-                "dist_to_min": torch.linalg.vector_norm(
-                    point - torch.tensor(MINIMA, dtype=point.dtype, device=point.device), dim=-1).min()}
+        return point_metrics(self.loss, self.model())
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         super().on_train_batch_end(outputs, batch, batch_idx)
@@ -57,40 +60,49 @@ class Toy2D(Task):
     def on_train_end(self):
         if not self.trainer.is_global_zero:  # one process writes the run's files
             return
-        path = torch.stack(self.path).cpu().numpy()
-        group = self.trainer.optimizers[0].param_groups[0]
-        lr, momentum = group["lr"], group.get("momentum", 0.0)
-        gd = gradient_descent_path(self.loss, self.start, lr, len(path) - 1)
-        out = Path(self.trainer.default_root_dir)
-        header = "step,b1,b2,gd_b1,gd_b2"
-        rows = np.column_stack([np.arange(len(path)), path, gd])
-        np.savetxt(out / "trajectory.csv", rows, delimiter=",", header=header, comments="", fmt="%.10g")
-        if self.plot:
-            self.plot_contour(out / "contour.png", path, gd, f"lr={lr:g}, momentum={momentum:g}")
-            self.plot_filter(out / "filter_response.png", momentum)
+        optimizer = self.trainer.optimizers[0]
+        group = optimizer.param_groups[0]
+        write_artifacts(Path(self.trainer.default_root_dir), self.loss, torch.stack(self.path), group["lr"],
+                        group.get("momentum", 0.0), type(optimizer).__name__, self.plot)
 
-    def plot_contour(self, filename: Path, path: np.ndarray, gd: np.ndarray, title: str) -> None:
-        b1, b2 = np.meshgrid(np.linspace(0, 4, 128), np.linspace(-0.5, 2.5, 128))
-        loss = self.loss(torch.from_numpy(np.stack([b1, b2], axis=-1))).numpy()
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        ax.contour(b1, b2, loss, levels=np.linspace(-0.25, 5, 12), cmap="magma_r")
-        ax.plot(gd[:, 0], gd[:, 1], "C0d-", lw=0.5, ms=4, label="GD")
-        ax.plot(path[:, 0], path[:, 1], "C8o-", lw=0.5, ms=4, label=type(self.trainer.optimizers[0]).__name__)
-        for point in (*MINIMA, SADDLE):
-            ax.plot(*point, "kx", ms=10)
-        ax.set(xlim=(0, 4), ylim=(-0.25, 2.5), xlabel=r"$\beta_1$", ylabel=r"$\beta_2$", title=title)
-        ax.legend()
-        ax.grid(True)
-        fig.savefig(filename, dpi=120, bbox_inches="tight")
-        plt.close(fig)
 
-    @staticmethod
-    def plot_filter(filename: Path, momentum: float) -> None:
-        omega, response = (t.numpy() for t in frequency_response(momentum))
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(omega / np.pi, 20 * np.log10(np.abs(response)))
-        ax.set(xlim=(0, 1), xlabel=r"$\Omega / \pi$", ylabel="level in dB",
-               title=f"momentum low-pass filter: zero at z=0, pole at z={momentum:g}")
-        ax.grid(True)
-        fig.savefig(filename, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+def write_artifacts(out: Path, loss, path: torch.Tensor, lr, momentum: float, optimizer_name: str,
+                    plot: bool) -> None:
+    """The run's trajectory.csv (and with `plot`, contour.png and filter_response.png) for the optimizer's `path`
+    [steps + 1, 2] (start first); plain GD from the same start with the same lr and number of steps beside it."""
+    path = path.cpu()
+    gd = gradient_descent_path(loss, path[0], lr, len(path) - 1)
+    path = path.numpy()
+    header = "step,b1,b2,gd_b1,gd_b2"
+    rows = np.column_stack([np.arange(len(path)), path, gd])
+    np.savetxt(out / "trajectory.csv", rows, delimiter=",", header=header, comments="", fmt="%.10g")
+    if plot:
+        plot_contour(out / "contour.png", loss, path, gd, f"lr={lr:g}, momentum={momentum:g}", optimizer_name)
+        plot_filter(out / "filter_response.png", momentum)
+
+
+def plot_contour(filename: Path, loss, path: np.ndarray, gd: np.ndarray, title: str, label: str) -> None:
+    b1, b2 = np.meshgrid(np.linspace(0, 4, 128), np.linspace(-0.5, 2.5, 128))
+    values = loss(torch.from_numpy(np.stack([b1, b2], axis=-1))).numpy()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.contour(b1, b2, values, levels=np.linspace(-0.25, 5, 12), cmap="magma_r")
+    ax.plot(gd[:, 0], gd[:, 1], "C0d-", lw=0.5, ms=4, label="GD")
+    ax.plot(path[:, 0], path[:, 1], "C8o-", lw=0.5, ms=4, label=label)
+    for point in (*MINIMA, SADDLE):
+        ax.plot(*point, "kx", ms=10)
+    ax.set(xlim=(0, 4), ylim=(-0.25, 2.5), xlabel=r"$\beta_1$", ylabel=r"$\beta_2$", title=title)
+    ax.legend()
+    ax.grid(True)
+    fig.savefig(filename, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_filter(filename: Path, momentum: float) -> None:
+    omega, response = (t.numpy() for t in frequency_response(momentum))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(omega / np.pi, 20 * np.log10(np.abs(response)))
+    ax.set(xlim=(0, 1), xlabel=r"$\Omega / \pi$", ylabel="level in dB",
+           title=f"momentum low-pass filter: zero at z=0, pole at z={momentum:g}")
+    ax.grid(True)
+    fig.savefig(filename, dpi=120, bbox_inches="tight")
+    plt.close(fig)

@@ -48,10 +48,12 @@ RESUME_CALLBACK = "psmexp.callbacks.resume.ResumeCheckpoint"
 MODEL_CHECKPOINT = "pytorch_lightning.callbacks.ModelCheckpoint"
 CLASSIFICATION = "psmexp.tasks.classification.Classification"
 SPARSE_LINEAR = "psmexp.tasks.sparse_linear.SparseLinearTask"
+TOY2D = "psmexp.tasks.toy2d.Toy2D"
 TASKS = {CLASSIFICATION: {"models": {"psmexp.models.mlp.MLP", "psmexp.models.cnn.CNN"},
                           "losses": {"torch.nn.CrossEntropyLoss"}},
          SPARSE_LINEAR: {"models": {"psmexp.models.sparse_linear.SparseLinear"},
-                         "losses": {"psmexp.losses.linear.LogisticLoss", "psmexp.losses.linear.SquaredLoss"}}}
+                         "losses": {"psmexp.losses.linear.LogisticLoss", "psmexp.losses.linear.SquaredLoss"}},
+         TOY2D: {"models": {"psmexp.models.point.Point"}, "losses": {"psmexp.losses.toy2d.Toy2DLoss"}}}
 CALLBACKS = {MODEL_CHECKPOINT, RESUME_CALLBACK, "pytorch_lightning.callbacks.LearningRateMonitor",
              "psmexp.callbacks.grad_stats.GradStats", "psmexp.callbacks.hyper_logger.HyperparameterLogger"}
 LOGGERS = {"pytorch_lightning.loggers.TensorBoardLogger"}   # accepted; its files are not written
@@ -84,10 +86,10 @@ def vectorizable(cfg: DictConfig) -> str | None:
                    and n.get("_target_") == RESUME_CALLBACK), None)
     if resume is not None and resume.get("every_n_train_steps"):
         return "callbacks.resume_checkpoint.every_n_train_steps (mid-epoch checkpoints) has no vectorized form"
-    for group, allowed in (("callbacks", CALLBACKS), ("logger", LOGGERS)):
+    for group, allowed in (("callbacks", set() if task == TOY2D else CALLBACKS), ("logger", LOGGERS)):
         for name, node in (cfg.get(group) or {}).items():
             if node is not None and node.get("_target_") not in allowed:
-                return f"{group}.{name} ({node.get('_target_')}) has no vectorized form"
+                return f"{group}.{name} ({node.get('_target_')}) has no vectorized form with {task}"
     target = cfg.optim.get("_target_")
     if task == SPARSE_LINEAR:
         from psmexp.vectorized.sparse_linear import ALGORITHM, OPTIMIZERS
@@ -108,17 +110,28 @@ def optimizer_options(cfg: DictConfig) -> dict:
     return {k: v for k, v in node.items() if k not in ("_target_", "_partial_", "defaults")}
 
 
+def per_member_keys(cfg: DictConfig) -> dict[str, set[str]]:
+    """{config group: keys} that may differ between the members of one ensemble, besides seed and optimizer
+    hyperparameters: classification members each have their own data (seed), sparse_linear members share theirs,
+    toy2d members have their own start point and number of steps (unless the optimizer needs the run's length)."""
+    task = cfg.task.get("_target_")
+    if task == SPARSE_LINEAR:
+        return {}
+    if task == TOY2D:
+        return {"model": {"start"}, "data": set() if needs_total_steps(cfg.optim._target_) else {"steps"}}
+    return {"data": {"seed"}}
+
+
 def group_key(cfg: DictConfig) -> str:
     """Jobs with the same key have the same model, data shapes, task, loss, trainer and callbacks: one ensemble.
-    Seeds and optimizer hyperparameters may differ (they are per member)."""
+    Seeds, optimizer hyperparameters and `per_member_keys` may differ."""
     container = OmegaConf.to_container(cfg, resolve=False)
-    # classification members each have their own data (seed); sparse_linear members share theirs
-    shared_data = container["task"].get("_target_") == SPARSE_LINEAR
-    data = {k: v for k, v in container["data"].items() if shared_data or k != "seed"}
-    keep = {k: container.get(k) for k in ("model", "task", "loss", "sched", "trainer", "callbacks", "test",
-                                          "test_ckpt", "threads", "resume")}
-    key = json.dumps({"data": data, "optim": container["optim"].get("_target_"), **keep}, sort_keys=True,
-                     default=str)
+    per_member = per_member_keys(cfg)
+    keep = {k: container.get(k) for k in ("task", "loss", "sched", "trainer", "callbacks", "test", "test_ckpt",
+                                          "threads", "resume")}
+    keep.update({k: {n: v for n, v in container[k].items() if n not in per_member.get(k, ())}
+                 for k in ("model", "data")})
+    key = json.dumps({"optim": container["optim"].get("_target_"), **keep}, sort_keys=True, default=str)
     # a resolved config names its own run dir (e.g. the checkpoint dirpath): that is not a difference
     output_dir = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
     return key.replace(str(output_dir), "${paths.output_dir}") if isinstance(output_dir, str) else key
@@ -141,14 +154,15 @@ class Member:
 
 
 def handle_nonfinite(members: list[Member], policy: list[str], alive: torch.Tensor, candidates: torch.Tensor,
-                     loss: torch.Tensor, steps, epoch: int) -> list[int]:
+                     loss: torch.Tensor, steps, epochs) -> list[int]:
     """Members among `candidates` whose loss is non-finite, as an ordinary run with task.on_nonfinite would treat
     them: `raise` fails the member with the ordinary message and clears it in `alive`; `skip` records the skipped
-    step. `steps`: the global step, or one per member. Returns the members that skip this step."""
+    step. `steps`, `epochs`: the global step and epoch, or one per member. Returns the members that skip this step."""
     skipping = []
     for i in torch.nonzero(candidates & ~torch.isfinite(loss.detach())).flatten().tolist():
         if policy[i] == "raise":
             step = steps[i] if isinstance(steps, (list, tuple)) else steps
+            epoch = epochs[i] if isinstance(epochs, (list, tuple)) else epochs
             error = nonfinite_error("train/loss", loss[i].item(), step, epoch)
             try:
                 raise error
@@ -176,28 +190,43 @@ class Ensemble:
         self.cfg = cfgs[0]
 
     # ---- building: per member exactly psmexp.train's order, errors kept per member ----
-    def build(self):
-        cfg = self.cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    def configure_process(self):
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        accelerator = str(self.cfg.trainer.get("accelerator", "cpu"))
         self.device = torch.device("cuda" if accelerator in ("gpu", "cuda") or
                                    (accelerator == "auto" and torch.cuda.is_available()) else "cpu")
+
+    @staticmethod
+    def build_member(member: Member):
+        """(data module, model) of this member as psmexp.train builds them; raises the ordinary run's error."""
+        member.run_dir.mkdir(parents=True, exist_ok=True)
+        validate(member.cfg)
+        if member.cfg.test_ckpt not in ("best", "last"):
+            raise ConfigError(f"test_ckpt={member.cfg.test_ckpt!r}: allowed values are best, last")
+        if member.cfg.task.get("on_nonfinite", "raise") not in NONFINITE_POLICIES:
+            raise ValueError(f"task.on_nonfinite={member.cfg.task.on_nonfinite!r}: allowed values are "
+                             f"{', '.join(NONFINITE_POLICIES)}")
+        pl.seed_everything(member.cfg.seed, workers=True)
+        datamodule = instantiate(member.cfg.data)
+        model = instantiate(member.cfg.model)
+        datamodule.setup("fit")
+        return datamodule, model
+
+    @staticmethod
+    def ordinary_optimizer(member: Member, model, total_steps: int) -> torch.optim.Optimizer:
+        """The member's ordinary optimizer on `model` (its own checks give the member's error)."""
+        factory = instantiate(member.cfg.optim)
+        extra = {"total_steps": total_steps} if needs_total_steps(member.cfg.optim._target_) else {}
+        return factory(model.parameters(), **extra)
+
+    def build(self):
+        cfg = self.cfg
+        self.configure_process()
         built = []
         for member in self.members:
-            member.run_dir.mkdir(parents=True, exist_ok=True)
             try:
-                validate(member.cfg)
-                if member.cfg.test_ckpt not in ("best", "last"):
-                    raise ConfigError(f"test_ckpt={member.cfg.test_ckpt!r}: allowed values are best, last")
-                if member.cfg.task.get("on_nonfinite", "raise") not in NONFINITE_POLICIES:
-                    raise ValueError(f"task.on_nonfinite={member.cfg.task.on_nonfinite!r}: allowed values are "
-                                     f"{', '.join(NONFINITE_POLICIES)}")
-                pl.seed_everything(member.cfg.seed, workers=True)
-                datamodule = instantiate(member.cfg.data)
-                model = instantiate(member.cfg.model)
-                datamodule.setup("fit")
-                built.append((member, datamodule, model))
+                built.append((member, *self.build_member(member)))
             except Exception as error:
                 member.fail(error)
         if not built:
@@ -216,9 +245,7 @@ class Ensemble:
         optimizers, kept = [], []
         for member, datamodule, model in built:
             try:
-                factory = instantiate(member.cfg.optim)
-                extra = {"total_steps": total_steps} if needs_total_steps(member.cfg.optim._target_) else {}
-                factory(model.parameters(), **extra)
+                self.ordinary_optimizer(member, model, total_steps)
             except Exception as error:
                 member.fail(error)
                 continue
@@ -409,6 +436,7 @@ class Ensemble:
 
     def save_last(self, i, member, epoch, global_step, best):
         path = member.run_dir / CHECKPOINT
+        path.parent.mkdir(parents=True, exist_ok=True)   # with only callbacks.resume_checkpoint, nothing made it
         tmp = path.with_suffix(".tmp")
         torch.save({"epoch": epoch, "global_step": global_step, "state_dict": self.member_state_dict(i, self.params),
                     "optimizer": {k: v[i].detach().cpu().clone() for k, v in self.state.items()},
@@ -463,5 +491,8 @@ def train_group(cfgs: list[DictConfig]) -> list[Member]:
         if len({group_key(cfg) for cfg in cfgs}) != 1:
             raise NotVectorizable("the members differ in more than their optimizer hyperparameters")
         return SparseLinearEnsemble([Member(cfg, Path(cfg.paths.output_dir)) for cfg in cfgs]).run()
+    if cfgs[0].task._target_ == TOY2D:
+        from psmexp.vectorized.toy2d import Toy2DEnsemble
+        return Toy2DEnsemble(cfgs).run()
     return Ensemble(cfgs).run()
 
