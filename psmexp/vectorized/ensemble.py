@@ -179,6 +179,22 @@ def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors).contiguous()
 
 
+def distinct_data(datasets: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x [U, N, ...], y [U, N], source [M]): the U distinct (x, y) among the members' TensorDatasets, stored once
+    (members with the same data share one copy: a sweep of 84 MNIST jobs holds 1-3 copies, not 84), and the one
+    member m reads."""
+    unique, source = [], []
+    for dataset in datasets:
+        x, y = dataset.tensors
+        found = next((u for u, (ux, uy) in enumerate(unique) if (ux is x and uy is y) or (
+            ux.shape == x.shape and uy.shape == y.shape and torch.equal(ux, x) and torch.equal(uy, y))), None)
+        if found is None:
+            unique.append((x, y))
+            found = len(unique) - 1
+        source.append(found)
+    return stack([x for x, _ in unique]), stack([y for _, y in unique]), torch.tensor(source)
+
+
 class Ensemble:
     """Trains the members (configs that share `group_key`); `run()` returns one Member per config."""
 
@@ -198,8 +214,10 @@ class Ensemble:
                                    (accelerator == "auto" and torch.cuda.is_available()) else "cpu")
 
     @staticmethod
-    def build_member(member: Member):
-        """(data module, model) of this member as psmexp.train builds them; raises the ordinary run's error."""
+    def build_member(member: Member, shared: dict | None = None):
+        """(data module, model) of this member as psmexp.train builds them; raises the ordinary run's error.
+        `shared`: the data modules set up so far, by data config: members with equal data configs (the same seed)
+        have equal splits, so the first one's data module serves them all (set up, i.e. loaded, once)."""
         member.run_dir.mkdir(parents=True, exist_ok=True)
         validate(member.cfg)
         if member.cfg.test_ckpt not in ("best", "last"):
@@ -210,7 +228,12 @@ class Ensemble:
         pl.seed_everything(member.cfg.seed, workers=True)
         datamodule = instantiate(member.cfg.data)
         model = instantiate(member.cfg.model)
+        key = json.dumps(OmegaConf.to_container(member.cfg.data, resolve=True), sort_keys=True, default=str)
+        if shared is not None and key in shared:
+            return shared[key], model
         datamodule.setup("fit")
+        if shared is not None:
+            shared[key] = datamodule
         return datamodule, model
 
     @staticmethod
@@ -223,10 +246,10 @@ class Ensemble:
     def build(self):
         cfg = self.cfg
         self.configure_process()
-        built = []
+        built, shared = [], {}
         for member in self.members:
             try:
-                built.append((member, *self.build_member(member)))
+                built.append((member, *self.build_member(member, shared)))
             except Exception as error:
                 member.fail(error)
         if not built:
@@ -256,14 +279,13 @@ class Ensemble:
         self.splits = {}
         for split in ("train", "val", "test"):
             datasets = [datamodule.splits.get(split) for _, datamodule, _ in kept]
-            if any(d is None for d in datasets):
+            if any(d is None or len(d) == 0 for d in datasets):   # e.g. val_fraction=0: not evaluated, as Lightning
                 self.splits[split] = None
                 continue
             shapes = {tuple(d.tensors[0].shape) for d in datasets}
             if len(shapes) != 1:
                 raise NotVectorizable(f"the {split} splits of the members differ in shape: {sorted(shapes)}")
-            self.splits[split] = (stack([d.tensors[0] for d in datasets]).to(self.device),
-                                  stack([d.tensors[1] for d in datasets]).to(self.device))
+            self.splits[split] = tuple(t.to(self.device) for t in distinct_data(datasets))
         self.orders = [(len(datamodule.splits["train"]), datamodule.seed, datamodule.batch_size)
                        for _, datamodule, _ in kept]
         self.active_members = [member for member, _, _ in kept]
@@ -275,20 +297,27 @@ class Ensemble:
         return True
 
     # ---- the functional model ----
-    def logits(self, params, x):
+    def losses(self, params, x, y, shared: bool = False):
+        """Each member's loss and logits: x [M, B, ...], y [M, B], or with `shared` one x [B, ...], y [B] for all."""
         def one(p, xb):
             return torch.func.functional_call(self.template, p, (xb,))
-        return torch.vmap(one)(params, x)
-
-    def losses(self, params, x, y):
-        logits = self.logits(params, x)
-        return torch.vmap(self.loss)(logits, y), logits
+        dims = None if shared else 0
+        logits = torch.vmap(one, in_dims=(0, dims))(params, x)
+        return torch.vmap(self.loss, in_dims=(0, dims))(logits, y), logits
 
     def evaluate(self, params, split: str) -> dict[str, torch.Tensor]:
-        x, y = self.splits[split]
+        """Loss, accuracy and error of every member on its split, one pass per distinct copy of the data."""
+        x, y, source = self.splits[split]
+        dtype = next(iter(params.values())).dtype
+        loss = torch.empty(len(source), dtype=dtype, device=self.device)
+        accuracy = torch.empty(len(source), dtype=torch.float32, device=self.device)
         with torch.no_grad():
-            loss, logits = self.losses(params, x, y)
-            accuracy = (logits.argmax(dim=-1) == y).float().mean(dim=1)
+            for u in range(len(x)):
+                readers = torch.nonzero(source == u).flatten()
+                if len(readers):
+                    part, logits = self.losses({k: v[readers] for k, v in params.items()}, x[u], y[u], shared=True)
+                    loss[readers] = part
+                    accuracy[readers] = (logits.argmax(dim=-1) == y[u]).float().mean(dim=1)
         return {"loss": loss, "acc": accuracy, "error": 100.0 * (1.0 - accuracy)}
 
     # ---- the run ----
@@ -320,16 +349,17 @@ class Ensemble:
             member.history = HistoryLogger(member.run_dir)
         lr_name = f"lr-{self.cfg.optim._target_.rsplit('.', 1)[1]}"
         nb = self.batches_per_epoch
-        x_all, y_all = self.splits["train"]
-        member_index = torch.arange(M, device=self.device)[:, None]
+        x_all, y_all, source = self.splits["train"]
+        source = source[:, None]
         for epoch in range(min(start_epoch), self.max_epochs):
             taking = torch.tensor([epoch >= s for s in start_epoch], device=self.device) & alive
             batches = [self.train_batches(i, epoch) if epoch >= start_epoch[i] else None for i in range(M)]
             for b in range(nb):
                 step = epoch * nb + b
                 size = len(next(bs for bs in batches if bs is not None)[b])
-                index = torch.tensor([bs[b] if bs is not None else [0] * size for bs in batches], device=self.device)
-                x, y = x_all[member_index, index], y_all[member_index, index]
+                index = torch.stack([bs[b] if bs is not None else torch.zeros(size, dtype=torch.long)
+                                     for bs in batches]).to(self.device)
+                x, y = x_all[source, index], y_all[source, index]
                 logging_step = (step + 1) % log_every == 0
                 rows = [{} for _ in range(M)]
                 if logging_step and "pytorch_lightning.callbacks.LearningRateMonitor" in targets:
@@ -353,10 +383,10 @@ class Ensemble:
             self.end_epoch(members, taking, epoch, nb, best, monitor, sign, checkpoint)
         self.test(members, alive, best, checkpoint)
 
-    def train_batches(self, i: int, epoch: int) -> list[list[int]]:
+    def train_batches(self, i: int, epoch: int) -> tuple[torch.Tensor, ...]:
         """Member i's batches of this epoch, as its data module's BatchSampler(EpochOrder) yields them."""
         n, seed, batch_size = self.orders[i]
-        return [b.tolist() for b in epoch_permutation(n, seed, epoch).split(batch_size)]
+        return epoch_permutation(n, seed, epoch).split(batch_size)
 
     def learning_rates(self) -> list[float]:
         optimizer = self.optimizer
@@ -411,9 +441,11 @@ class Ensemble:
                 continue
             row = {f"val/{k}": float(v[i]) for k, v in metrics.items()}
             member.metrics.update(row)
-            member.history.log_metrics({**row, "epoch": float(epoch)}, step=step)
+            if row:
+                member.history.log_metrics({**row, "epoch": float(epoch)}, step=step)
             score = sign * row.get(monitor, math.nan) if checkpoint is not None else math.nan
-            if checkpoint is not None and (best["epoch"][i] < 0 or score < best["score"][i]):   # NaN never improves
+            # NaN never improves; without a monitor, Lightning's checkpoint (the "best") is the newest epoch
+            if checkpoint is not None and (monitor is None or best["epoch"][i] < 0 or score < best["score"][i]):
                 old = best["epoch"][i]
                 best["score"][i], best["epoch"][i] = score, epoch
                 for k, v in self.params.items():

@@ -48,8 +48,27 @@ def members_vs_ordinary(tmp_path, base, variants):
         assert json.loads((tmp_path / f"vec{i}" / "status.json").read_text())["status"] == "completed"
 
 
-def test_two_members_equal_two_ordinary_runs(tmp_path):
-    members_vs_ordinary(tmp_path, FAST, [["seed=0", "optim.lr=0.001"], ["seed=1", "optim.lr=0.01"]])
+def test_members_equal_ordinary_runs(tmp_path):
+    """Two members share a seed (one data module, one copy of the data), the third has its own."""
+    members_vs_ordinary(tmp_path, FAST, [["seed=0", "optim.lr=0.001"], ["seed=0", "optim.lr=0.003"],
+                                         ["seed=1", "optim.lr=0.01"]])
+
+
+def test_without_a_validation_split_members_log_no_val_metrics(tmp_path):
+    """data.val_fraction=0 (hyper Table 1): the ordinary run logs no val/*, nor do the members."""
+    members_vs_ordinary(tmp_path, FAST + ["data.val_fraction=0.0", "callbacks.model_checkpoint.monitor=null",
+                                          "metric=test/loss"], [["seed=0"], ["seed=1", "optim.lr=0.01"]])
+
+
+def test_distinct_data_is_stored_once():
+    import torch
+    from torch.utils.data import TensorDataset
+    from psmexp.vectorized.ensemble import distinct_data
+    a = TensorDataset(torch.arange(6.0).view(3, 2), torch.arange(3))
+    equal = TensorDataset(torch.arange(6.0).view(3, 2), torch.arange(3))
+    other = TensorDataset(torch.arange(6.0).view(3, 2), torch.tensor([0, 1, 1]))
+    x, y, source = distinct_data([a, a, equal, other])
+    assert source.tolist() == [0, 0, 0, 1] and x.shape == (2, 3, 2) and y[1].tolist() == [0, 1, 1]
 
 
 def test_cnn_members_equal_ordinary_runs(tmp_path):
