@@ -1,9 +1,10 @@
 """The ensemble trainer: M classification runs (one composed config each) trained together in one process
-(sparse_linear: psmexp.vectorized.sparse_linear).
+(sparse_linear: psmexp.vectorized.sparse_linear; toy2d: psmexp.vectorized.toy2d).
 
 Each member is built exactly as `psmexp-train` builds its run (psmexp.train.build's order: seed_everything(seed),
 data module, model), so its initial weights and its data (splits, and the training order, a function of (seed,
-epoch): psmexp.data.order.epoch_permutation, as the data module's sampler draws it) are the ordinary run's.
+epoch): psmexp.data.order.epoch_permutation, as the data module's sampler draws it) are the ordinary run's;
+members with equal data configs (the same seed) share one data module, and equal splits are stored once.
 The weights are stacked along a member dimension M and one step evaluates all members with torch.func
 (functional_call under vmap), backpropagates the sum of the finite member losses and applies the functional
 optimizer (psmexp.vectorized.optim) with each member's own hyperparameters and state. What the ordinary run would
