@@ -40,6 +40,7 @@ from psmexp.data.order import ResumableOrder, epoch_permutation
 from psmexp.history import HistoryLogger
 from psmexp.tasks.base import NONFINITE_POLICIES, nonfinite_error
 from psmexp.train import write_json, write_status
+from psmexp.vectorized.chunks import MemberChunks
 from psmexp.vectorized.optim import NotVectorizable, needs_total_steps, stacked_optimizer
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,8 @@ class Ensemble:
                        for _, datamodule, _ in kept]
         self.active_members = [member for member, _, _ in kept]
         dtype = next(self.template.parameters()).dtype
-        self.optimizer = stacked_optimizer(cfg.optim._target_, optimizers, dtype, total_steps=total_steps)
+        self.optimizer = MemberChunks(cfg.optim._target_, optimizers, dtype, total_steps,
+                                      sum(p.numel() for p in self.template.parameters()), self.device)
         self.params = {name: stack([dict(model.named_parameters())[name].detach() for _, _, model in kept])
                        .to(self.device) for name, _ in self.template.named_parameters()}
         self.state = self.optimizer.init_state(self.params)   # on the parameters' device

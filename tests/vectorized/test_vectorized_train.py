@@ -48,8 +48,13 @@ def members_vs_ordinary(tmp_path, base, variants):
         assert json.loads((tmp_path / f"vec{i}" / "status.json").read_text())["status"] == "completed"
 
 
-def test_members_equal_ordinary_runs(tmp_path):
-    """Two members share a seed (one data module, one copy of the data), the third has its own."""
+DIGITS_MLP_BYTES = (64 * 128 + 128 + 128 * 10 + 10) * 4   # one member's weights
+
+
+def test_members_equal_ordinary_runs(tmp_path, monkeypatch):
+    """Two members share a seed (one data module, one copy of the data), the third has its own; the optimizer
+    steps chunks of two members (psmexp.vectorized.chunks)."""
+    monkeypatch.setattr("psmexp.vectorized.chunks.CHUNK_BYTES", 2 * DIGITS_MLP_BYTES)
     members_vs_ordinary(tmp_path, FAST, [["seed=0", "optim.lr=0.001"], ["seed=0", "optim.lr=0.003"],
                                          ["seed=1", "optim.lr=0.01"]])
 
@@ -77,7 +82,8 @@ def test_cnn_members_equal_ordinary_runs(tmp_path):
                         [["seed=0", "optim.lr=0.001"], ["seed=3", "optim.lr=0.01", "+optim.weight_decay=0.1"]])
 
 
-def test_hyper_members_equal_ordinary_runs(tmp_path):
+def test_hyper_members_equal_ordinary_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr("psmexp.vectorized.chunks.CHUNK_BYTES", 1)   # one member per chunk
     members_vs_ordinary(tmp_path, HYPER, [["seed=0", "optim.secondary.lr=0.01"],
                                           ["seed=2", "optim.secondary.lr=1", "optim.secondary.clip=averaged_norm"]])
 
