@@ -68,6 +68,13 @@ def test_sgd_members_with_epochs_cadence_and_a_skipped_divergence(tmp_path):
     assert json.loads((tmp_path / "vec2" / "metrics.json").read_text())["train/skipped_nonfinite"] == 1.0
 
 
+def test_hyper_stack_members_and_their_gd_paths(tmp_path):
+    """The trajectory's GD path uses the learned lr at the end of training (Toy2D reads param_groups)."""
+    base = ["task=toy2d", "optim=hyper", "optim/primary=sgd", "task.plot=false", "data.steps=30", "threads=1"]
+    members_vs_ordinary(tmp_path, [base + ["optim.secondary.lr=0.001"],
+                                   base + ["optim.secondary.lr=0.01", "optim.secondary.clip=averaged_norm"]])
+
+
 def test_a_diverging_member_fails_as_its_ordinary_run(tmp_path):
     base = ["task=toy2d", "optim=sgd", "task.plot=false", "data.steps=20", "threads=1"]
     variants = [base + ["optim.lr=0.1"], base + ["optim.lr=10", "model.start=[4.0,2.0]"]]
