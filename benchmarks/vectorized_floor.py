@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from psmexp import CONF_DIR  # noqa: E402
 from psmexp.models.mlp import MLP  # noqa: E402
-from psmexp.optim.hyper import HyperStack  # noqa: E402
+from psmexp.optim.hyper import HyperStack, SGDRule  # noqa: E402
 from psmexp.train import build  # noqa: E402
 from psmexp.vectorized.ensemble import Ensemble  # noqa: E402
 
@@ -124,7 +124,7 @@ def plain(hyper: bool, steps: int) -> float:
     torch.manual_seed(0)
     x, y = torch.rand(B, 1, 28, 28), torch.randint(0, C, (B,))
     model = MLP(D, C, [H], "tanh", output_activation="tanh")
-    optimizer = (HyperStack(model.parameters(), primary="sgd", secondary={"name": "sgd", "lr": 0.01}) if hyper
+    optimizer = (HyperStack(model.parameters(), SGDRule(lr=0.01), SGDRule(lr=0.01)) if hyper
                  else torch.optim.SGD(model.parameters(), lr=0.01))
     loss_fn = torch.nn.CrossEntropyLoss()
 

@@ -353,16 +353,23 @@ class Ensemble:
         lr_name = f"lr-{self.cfg.optim._target_.rsplit('.', 1)[1]}"
         nb = self.batches_per_epoch
         x_all, y_all, source = self.splits["train"]
-        source = source[:, None]
         for epoch in range(min(start_epoch), self.max_epochs):
             taking = torch.tensor([epoch >= s for s in start_epoch], device=self.device) & alive
-            batches = [self.train_batches(i, epoch) if epoch >= start_epoch[i] else None for i in range(M)]
+            # members reading the same copy of the data in the same order (the same seed) share one gathered batch
+            distinct = {}
+            for i in range(M):
+                if epoch >= start_epoch[i]:
+                    distinct.setdefault((int(source[i]), *self.orders[i]), i)
+            readers = list(distinct.values())   # one member per distinct batch
+            batches = {i: self.train_batches(i, epoch) for i in readers}
+            reads = torch.tensor([list(distinct).index((int(source[i]), *self.orders[i])) if epoch >= start_epoch[i]
+                                  else 0 for i in range(M)], device=self.device)   # a member not training: masked
             for b in range(nb):
                 step = epoch * nb + b
-                size = len(next(bs for bs in batches if bs is not None)[b])
-                index = torch.stack([bs[b] if bs is not None else torch.zeros(size, dtype=torch.long)
-                                     for bs in batches]).to(self.device)
-                x, y = x_all[source, index], y_all[source, index]
+                index = torch.stack([batches[i][b] for i in readers]).to(self.device)
+                rows_of = source[readers, None]
+                x, y = x_all[rows_of, index], y_all[rows_of, index]
+                x, y = (x.expand(M, *x.shape[1:]), y.expand(M, -1)) if len(readers) == 1 else (x[reads], y[reads])
                 logging_step = (step + 1) % log_every == 0
                 rows = [{} for _ in range(M)]
                 if logging_step and "pytorch_lightning.callbacks.LearningRateMonitor" in targets:
