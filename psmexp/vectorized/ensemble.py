@@ -369,7 +369,8 @@ class Ensemble:
                 index = torch.stack([batches[i][b] for i in readers]).to(self.device)
                 rows_of = source[readers, None]
                 x, y = x_all[rows_of, index], y_all[rows_of, index]
-                x, y = (x.expand(M, *x.shape[1:]), y.expand(M, -1)) if len(readers) == 1 else (x[reads], y[reads])
+                shared = len(readers) == 1   # every member reads this one batch
+                x, y = (x[0], y[0]) if shared else (x[reads], y[reads])
                 logging_step = (step + 1) % log_every == 0
                 rows = [{} for _ in range(M)]
                 if logging_step and "pytorch_lightning.callbacks.LearningRateMonitor" in targets:
@@ -378,7 +379,7 @@ class Ensemble:
                             members[i].history.log_metrics({lr_name: value}, step=step)
                             members[i].metrics[lr_name] = float(torch.tensor(value, dtype=torch.float32))
                 params = {k: v.detach().requires_grad_() for k, v in self.params.items()}
-                loss, _ = self.losses(params, x, y)
+                loss, _ = self.losses(params, x, y, shared)
                 finite = torch.isfinite(loss.detach())
                 for i in handle_nonfinite(members, policy, alive, taking, loss, step, epoch):
                     if logging_step:
