@@ -110,6 +110,14 @@ def test_adam_finite_horizon_preset_members_equal_ordinary_runs(tmp_path, float6
                                                   ["experiment=adam_finite_horizon_adagrad", "seed=1"]])
 
 
+def test_chaotic_hyper_members_equal_ordinary_runs_in_float64(tmp_path, float64):
+    """Table 1's large secondary lrs: in float32 the batched and single products' rounding (~1e-7) grows to ~20% of
+    the loss within 10 epochs (benchmarks/vectorized.py: such jobs part); in float64 the members follow the
+    ordinary runs."""
+    members_vs_ordinary(tmp_path, HYPER + ["trainer.max_epochs=4", "model.output_activation=tanh"],
+                        [["optim.secondary.lr=100"], ["optim.secondary.lr=1000", "optim.secondary.clip=averaged_norm"]])
+
+
 def test_resolved_members_share_a_group_key(tmp_path):
     """Resolved configs name their own run dirs (checkpoint dirpath): still one group."""
     from omegaconf import OmegaConf
