@@ -148,7 +148,12 @@ def run(cfg: DictConfig) -> float | None:
     log_hparams_with_metrics(trainer, cfg, metrics)
     write_status(run_dir, "completed", ckpt_path)
     log.info("Final metrics: %s", json.dumps(metrics, sort_keys=True))
-    if cfg.metric is not None and cfg.metric not in metrics:   # after metrics.json: nothing computed is lost
+    return sweep_value(cfg, metrics)   # after metrics.json: nothing computed is lost
+
+
+def sweep_value(cfg: DictConfig, metrics: dict) -> float | None:
+    """`cfg.metric` of a finished run's final metrics, for sweepers; a metric the run did not log is an error."""
+    if cfg.metric is not None and cfg.metric not in metrics:
         raise ConfigError(f"metric={cfg.metric!r} was not logged by this run; logged: {', '.join(sorted(metrics))}")
     return metrics.get(cfg.metric)
 

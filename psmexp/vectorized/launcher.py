@@ -114,7 +114,8 @@ class VectorizedLauncher(Launcher):
         return returns
 
     def _train(self, members: list[int], prepared, configs, initial_job_idx) -> dict[int, JobReturn]:
-        from psmexp.train import write_status
+        from psmexp.config import ConfigError
+        from psmexp.train import sweep_value, write_status
         from psmexp.vectorized.ensemble import train_group
         from psmexp.vectorized.optim import NotVectorizable
         returns = {i: prepared[i] for i in members}
@@ -134,6 +135,9 @@ class VectorizedLauncher(Launcher):
             ret = returns[i]
             if member.error is not None:
                 ret.status, ret.return_value = JobStatus.FAILED, member.error
-            else:
-                ret.status, ret.return_value = JobStatus.COMPLETED, member.metrics.get(member.cfg.metric)
+                continue
+            try:
+                ret.status, ret.return_value = JobStatus.COMPLETED, sweep_value(member.cfg, member.metrics)
+            except ConfigError as error:   # as psmexp-train: metrics.json is written, the job fails
+                ret.status, ret.return_value = JobStatus.FAILED, error
         return returns

@@ -221,3 +221,18 @@ def test_jobs_part_by_their_resolved_data(tmp_path):
     assert "4 jobs in 1 ensemble(s)" in output and "run the ordinary way:" not in output, output[-3000:]
     for j in range(4):
         assert json.loads((tmp_path / "s" / str(j) / "status.json").read_text())["status"] == "completed"
+
+
+def test_a_metric_no_member_logged_fails_the_jobs_as_psmexp_train_does(tmp_path):
+    """The ordinary run writes metrics.json, then fails naming the metric and what was logged; so do members."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    done = subprocess.run([sys.executable, "-c", "from psmexp.train import main; main()", "-m", "launcher=vectorized",
+                           "task=sparse_linear", "data.num_samples=200", "data.num_features=50", "trainer.max_epochs=1",
+                           "threads=1", "logger=none", "optim.lr=0.25,4", "metric=test/erorr",
+                           f"hydra.sweep.dir={tmp_path / 's'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "2 jobs in 1 ensemble(s)" in output, output[-3000:]
+    assert "metric='test/erorr' was not logged by this run; logged: " in output, output[-3000:]
+    for j in range(2):
+        assert "test/error" in json.loads((tmp_path / "s" / str(j) / "metrics.json").read_text())
