@@ -14,6 +14,7 @@ metrics), `status.json` (running / completed / failed with the error / requeued 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import traceback
@@ -102,6 +103,21 @@ def log_hparams_with_metrics(trainer: pl.Trainer, cfg: DictConfig, metrics: dict
             logger.finalize("success")  # flush and close: the event file holds them when the run returns
 
 
+def release_on_failure(function):
+    """A failed run's exception keeps its traceback (for the message) but not its frames' locals (data, model,
+    trainer): Hydra's multirun holds every failed job's exception until the sweep ends, so a long sweep of failing
+    jobs would otherwise hold every job's data set in memory."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except BaseException as error:
+            traceback.clear_frames(error.__traceback__)
+            raise
+    return wrapper
+
+
+@release_on_failure
 def run(cfg: DictConfig) -> float | None:
     """Train and test one configuration; returns `cfg.metric` from the final metrics (for sweepers; a metric the run
     did not log is an error, raised once the run's files are written)."""
