@@ -39,7 +39,7 @@ from psmexp.config import ConfigError, validate
 from psmexp.data.order import ResumableOrder, epoch_permutation
 from psmexp.history import HistoryLogger
 from psmexp.tasks.base import NONFINITE_POLICIES, nonfinite_error
-from psmexp.train import write_json, write_status
+from psmexp.train import release_memory, write_json, write_status
 from psmexp.vectorized.chunks import MemberChunks
 from psmexp.vectorized.optim import NotVectorizable, needs_total_steps, stacked_optimizer
 
@@ -527,6 +527,7 @@ class Ensemble:
             log.info("Member %s final metrics: %s", member.run_dir, json.dumps(member.metrics, sort_keys=True))
 
 
+@release_memory
 def train_group(cfgs: list[DictConfig]) -> list[Member]:
     """Train these members (same group_key) as one ensemble; raises NotVectorizable when they cannot be."""
     if cfgs[0].task._target_ == SPARSE_LINEAR:
