@@ -351,6 +351,7 @@ class Ensemble:
             write_status(member.run_dir, "running", member.resumed_from)
             member.history = HistoryLogger(member.run_dir)
         lr_name = f"lr-{self.cfg.optim._target_.rsplit('.', 1)[1]}"
+        self.epoch_loss: dict[int, float] = {}   # member -> its newest train/loss of the current epoch
         nb = self.batches_per_epoch
         x_all, y_all, source = self.splits["train"]
         for epoch in range(min(start_epoch), self.max_epochs):
@@ -412,13 +413,15 @@ class Ensemble:
         last_batch = b + 1 == self.batches_per_epoch
         if "psmexp.callbacks.grad_stats.GradStats" in targets:
             every = int(targets["psmexp.callbacks.grad_stats.GradStats"].get("every_n_steps", 1))
-            if step % every == 0 and stepped:
+            # a skipped step's gradient is zero here; in an ordinary run its parameters have none: norm 0 as well
+            measured = torch.nonzero(taking).flatten().tolist()
+            if step % every == 0 and measured:
                 norms = torch.linalg.vector_norm(torch.stack(
                     [torch.linalg.vector_norm(g.reshape(M, -1), dim=1) for g in grads.values()], dim=1), dim=1)
                 # GradStats measures the overflow fraction when it writes its rows: every log_every_n_steps steps
                 # and at an epoch's last batch
                 fractions = self.nonfinite_second_moment() if logging_step or last_batch else None
-                for i in stepped:
+                for i in measured:
                     row = {"grad/norm": float(norms[i])}
                     if fractions is not None:
                         row["optim/nonfinite_v_frac"] = fractions[i]
@@ -429,7 +432,12 @@ class Ensemble:
         for i in torch.nonzero(taking).flatten().tolist():
             values = {f"hyper/{k}": v for k, v in hyper[i].items()}   # logged on every batch
             if i in stepped and (logging_step or last_batch):         # Task.training_step's cadence
-                values["train/loss"] = float(loss[i].detach())
+                values["train/loss"] = self.epoch_loss[i] = float(loss[i].detach())
+            elif i not in stepped and logging_step and i in self.epoch_loss:
+                # Lightning writes the epoch's newest on-step value again on a logging step that logged none
+                values["train/loss"] = self.epoch_loss[i]
+            if last_batch:
+                self.epoch_loss.pop(i, None)
             members[i].metrics.update(values)
             rows[i].update(values)
             if logging_step and rows[i]:

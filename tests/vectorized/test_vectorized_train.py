@@ -236,3 +236,10 @@ def test_a_metric_no_member_logged_fails_the_jobs_as_psmexp_train_does(tmp_path)
     assert "metric='test/erorr' was not logged by this run; logged: " in output, output[-3000:]
     for j in range(2):
         assert "test/error" in json.loads((tmp_path / "s" / str(j) / "metrics.json").read_text())
+
+
+def test_skipped_steps_log_as_lightning_does(tmp_path):
+    """A member whose loss turns non-finite skips its steps (task.on_nonfinite=skip); on a logging step it skipped,
+    Lightning writes the epoch's newest train/loss again beside train/skipped_nonfinite: the member's history too."""
+    base = FAST + ["optim=sgd", "task.on_nonfinite=skip", "trainer.log_every_n_steps=1"]
+    members_vs_ordinary(tmp_path, base, [["optim.lr=0.1"], ["optim.lr=3e38"]])   # 3e38: the weights overflow at once
