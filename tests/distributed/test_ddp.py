@@ -70,7 +70,7 @@ def test_ddp_inside_a_local_multirun_is_refused_before_training(tmp_path):
 
 # Every task under 2-process DDP at a tiny size: it completes, and every rank ends with the same weights and the same
 # callback state (LM damping lambda, learned hyperparameters, reduced metrics).
-SEPARATION = ["task=separation", "model.channels=4", "model.depth=3", "model.shifts=2", "trainer.max_epochs=1",
+SEPARATION = ["task=separation", "model.channels=4", "model.depth=3", "task.shifts=2", "trainer.max_epochs=1",
               "data.train=2", "data.valid=1", "data.test=3", "data.seconds=2.5", "data.samplerate=8000",
               "data.segment_seconds=0.5", "data.shift_seconds=0.5", "data.batch_size=2", "data.remix_group_size=2",
               "task.eval_workers=0"]
@@ -115,7 +115,8 @@ def test_sound_matching_with_lm_damping_under_ddp(tmp_path):
                                                     f"out_dir={tmp_path / 'metric'}", "device=cpu"]))
     run_dir = tmp_path / "run"
     result = ddp(["task=sound_matching", *data, f"data.metric_dir={tmp_path / 'metric'}", "data.batch_size=8",
-                  "perceptual.J=5", "perceptual.Q=[8,1]", "task.frontend.fmin=500", "task.frontend.n_bins=24",
+                  "perceptual=stft", "perceptual.n_fft=128", "perceptual.hop_length=64",   # M's settings
+                  "task.frontend.fmin=500", "task.frontend.n_bins=24",
                   "logger=none", "trainer.max_epochs=2", "+trainer.limit_train_batches=2",
                   "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=1", "callbacks=[default,lm_damping]",
                   "callbacks.lm_damping.factor=0.5", "threads=1", PROBE], run_dir)
