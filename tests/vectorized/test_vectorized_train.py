@@ -9,12 +9,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT, compose_config, train
+from conftest import cli, cli_command, compose_config, train
 from psmexp.history import read_history
 from psmexp.vectorized.ensemble import train_group, vectorizable
 
@@ -148,12 +147,15 @@ def test_a_diverging_member_fails_as_its_ordinary_run(tmp_path):
 
 
 def sweep(sweep_dir, *extra, **kwargs):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
-    args = [sys.executable, "-c", "from psmexp.train import main; main()", "-m", "launcher=vectorized",
-            "trainer.max_epochs=6", "threads=1", "logger=none", "seed=0,1", "optim.lr=0.001,0.01",
-            f"hydra.sweep.dir={sweep_dir}", *extra]
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **kwargs)
+    args = ["-m", "launcher=vectorized", "trainer.max_epochs=6", "threads=1", "logger=none", "seed=0,1",
+            "optim.lr=0.001,0.01", f"hydra.sweep.dir={sweep_dir}", *extra]
+    return subprocess.Popen(**cli_command(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def vectorized(*args) -> tuple[int, str]:
+    """`psmexp-train -m launcher=vectorized <args>`: its exit code and output."""
+    done = cli(["-m", "launcher=vectorized", "threads=1", *args])
+    return done.returncode, done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -195,29 +197,23 @@ def test_cli_sweep_mixes_ensembles_and_ordinary_jobs(tmp_path):
 
 @pytest.mark.slow
 def test_nothing_vectorizable_says_so_and_runs(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run([sys.executable, "-c", "from psmexp.train import main; main()", "-m", "launcher=vectorized",
-                           "sched=cosine", "trainer.max_epochs=1", "threads=1", "seed=0,1",
-                           f"hydra.sweep.dir={tmp_path / 's'}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "nothing in this sweep can be vectorized" in done.stdout + done.stderr
+    code, output = vectorized("sched=cosine", "trainer.max_epochs=1", "seed=0,1", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert code == 0, output[-3000:]
+    assert "nothing in this sweep can be vectorized" in output
     for j in range(2):
         assert json.loads((tmp_path / "s" / str(j) / "status.json").read_text())["status"] == "completed"
+
+
+SPARSE = ["task=sparse_linear", "data.num_samples=200", "data.num_features=50", "trainer.max_epochs=1", "logger=none",
+          "optim.lr=0.25,4"]
 
 
 @pytest.mark.slow
 def test_jobs_part_by_their_resolved_data(tmp_path):
     """sparse_linear data draws its samples from data.seed=${seed}: seeds 0 and 1 are two ensembles of two step
     sizes each (unresolved, all four jobs looked alike), none of them run the ordinary way."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run([sys.executable, "-c", "from psmexp.train import main; main()", "-m", "launcher=vectorized",
-                           "task=sparse_linear", "data.num_samples=200", "data.num_features=50", "trainer.max_epochs=1",
-                           "threads=1", "logger=none", "seed=0,1", "optim.lr=0.25,4",
-                           f"hydra.sweep.dir={tmp_path / 's'}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-3000:]
+    code, output = vectorized(*SPARSE, "seed=0,1", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert code == 0, output[-3000:]
     assert "4 jobs in 1 ensemble(s)" in output and "run the ordinary way:" not in output, output[-3000:]
     for j in range(4):
         assert json.loads((tmp_path / "s" / str(j) / "status.json").read_text())["status"] == "completed"
@@ -225,14 +221,8 @@ def test_jobs_part_by_their_resolved_data(tmp_path):
 
 def test_a_metric_no_member_logged_fails_the_jobs_as_psmexp_train_does(tmp_path):
     """The ordinary run writes metrics.json, then fails naming the metric and what was logged; so do members."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run([sys.executable, "-c", "from psmexp.train import main; main()", "-m", "launcher=vectorized",
-                           "task=sparse_linear", "data.num_samples=200", "data.num_features=50", "trainer.max_epochs=1",
-                           "threads=1", "logger=none", "optim.lr=0.25,4", "metric=test/erorr",
-                           f"hydra.sweep.dir={tmp_path / 's'}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    output = done.stdout + done.stderr
-    assert done.returncode != 0 and "2 jobs in 1 ensemble(s)" in output, output[-3000:]
+    code, output = vectorized(*SPARSE, "metric=test/erorr", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert code != 0 and "2 jobs in 1 ensemble(s)" in output, output[-3000:]
     assert "metric='test/erorr' was not logged by this run; logged: " in output, output[-3000:]
     for j in range(2):
         assert "test/error" in json.loads((tmp_path / "s" / str(j) / "metrics.json").read_text())
