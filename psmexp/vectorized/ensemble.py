@@ -177,6 +177,25 @@ def handle_nonfinite(members: list[Member], policy: list[str], alive: torch.Tens
     return skipping
 
 
+class TrainLoss:
+    """`train/loss` of each member as the ordinary run's trainer writes it: the step's loss on the steps the task
+    logs it (Task.writes_row: a logging step or the epoch's last batch), and, on a logging step the member skipped,
+    the epoch's newest value again (Lightning's on-step logging); a new epoch starts with none."""
+
+    def __init__(self):
+        self.newest: dict[int, float] = {}   # member -> its newest train/loss of the current epoch
+
+    def row(self, i: int, stepped: bool, loss: torch.Tensor, logging_step: bool, last_batch: bool) -> dict:
+        row = {}
+        if stepped and (logging_step or last_batch):
+            row["train/loss"] = self.newest[i] = float(loss[i].detach())
+        elif not stepped and logging_step and i in self.newest:
+            row["train/loss"] = self.newest[i]
+        if last_batch:
+            self.newest.pop(i, None)
+        return row
+
+
 def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors).contiguous()
 
@@ -351,7 +370,7 @@ class Ensemble:
             write_status(member.run_dir, "running", member.resumed_from)
             member.history = HistoryLogger(member.run_dir)
         lr_name = f"lr-{self.cfg.optim._target_.rsplit('.', 1)[1]}"
-        self.epoch_loss: dict[int, float] = {}   # member -> its newest train/loss of the current epoch
+        self.train_loss = TrainLoss()
         nb = self.batches_per_epoch
         x_all, y_all, source = self.splits["train"]
         for epoch in range(min(start_epoch), self.max_epochs):
@@ -431,13 +450,7 @@ class Ensemble:
                  if "psmexp.callbacks.hyper_logger.HyperparameterLogger" in targets else [{}] * M)
         for i in torch.nonzero(taking).flatten().tolist():
             values = {f"hyper/{k}": v for k, v in hyper[i].items()}   # logged on every batch
-            if i in stepped and (logging_step or last_batch):         # Task.training_step's cadence
-                values["train/loss"] = self.epoch_loss[i] = float(loss[i].detach())
-            elif i not in stepped and logging_step and i in self.epoch_loss:
-                # Lightning writes the epoch's newest on-step value again on a logging step that logged none
-                values["train/loss"] = self.epoch_loss[i]
-            if last_batch:
-                self.epoch_loss.pop(i, None)
+            values.update(self.train_loss.row(i, i in stepped, loss, logging_step, last_batch))
             members[i].metrics.update(values)
             rows[i].update(values)
             if logging_step and rows[i]:

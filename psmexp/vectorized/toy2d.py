@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from psmexp.history import HistoryLogger
 from psmexp.tasks.toy2d import point_metrics, write_artifacts
 from psmexp.train import write_json, write_status
-from psmexp.vectorized.ensemble import Ensemble, handle_nonfinite, optimizer_options, stack
+from psmexp.vectorized.ensemble import Ensemble, TrainLoss, handle_nonfinite, optimizer_options, stack
 from psmexp.vectorized.optim import stacked_optimizer
 
 
@@ -68,9 +68,7 @@ class Toy2DEnsemble(Ensemble):
             write_status(member.run_dir, "running")
             member.history = HistoryLogger(member.run_dir)
         path = [self.params["point"].detach().clone()]
-        # Lightning writes an epoch's newest on-step value again on a later logging step where nothing new was
-        # logged (a skipped step): kept per member until its epoch ends
-        epoch_loss: list[dict] = [{} for _ in range(M)]
+        train_loss = TrainLoss()
         for step in range(max(total)):
             epochs = [step // n for n in self.steps_per_epoch]
             taking = alive & (step < lengths)
@@ -87,17 +85,13 @@ class Toy2DEnsemble(Ensemble):
             for i in torch.nonzero(taking).flatten().tolist():
                 last_batch = (step + 1) % self.steps_per_epoch[i] == 0
                 logging_step = (step + 1) % log_every == 0
-                row = {}
-                if bool(active[i]) and (logging_step or last_batch):   # Task.writes_row
-                    row["train/loss"] = float(loss[i].detach())
-                    epoch_loss[i] = dict(row)
-                elif not bool(active[i]) and logging_step:
-                    row = {**epoch_loss[i], "train/skipped_nonfinite": 1.0}
+                row = train_loss.row(i, bool(active[i]), loss, logging_step, last_batch)
+                if not bool(active[i]) and logging_step:
+                    row["train/skipped_nonfinite"] = 1.0
                 members[i].metrics.update(row)
                 if logging_step and row:
                     members[i].history.log_metrics({**row, "epoch": float(epochs[i])}, step=step)
                 if last_batch:
-                    epoch_loss[i] = {}
                     self.log_evaluation(i, "val", step, epochs[i])
         lrs = self.learning_rates()
         path = torch.stack(path, dim=1)   # [M, steps + 1, 2]
