@@ -16,6 +16,8 @@ The task calls the hooks named like its own (``on_train_start`` ...), ``check`` 
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 from psmexp.config import ConfigError
@@ -24,8 +26,8 @@ from psmexp.optim.adabatch import svrg_entries
 from psmexp.tasks.sparse_linear_wild import ParallelSparseSGD
 
 
-class Algorithm:
-    """Hooks that do nothing; ``name`` is the option of ``task/algorithm`` (for messages)."""
+class Algorithm(ABC):
+    """Hooks that do nothing but ``train_batch``; ``name`` is the option of ``task/algorithm`` (for messages)."""
     name = ""
 
     def check(self, task) -> None:
@@ -40,8 +42,9 @@ class Algorithm:
     def on_train_epoch_start(self, task) -> None:
         pass
 
+    @abstractmethod
     def train_batch(self, task, batch) -> None:
-        raise NotImplementedError
+        """Train on one training batch whose loss is finite."""
 
     def on_train_epoch_end(self, task) -> None:
         pass
