@@ -97,7 +97,8 @@ def vectorizable(cfg: DictConfig) -> str | None:
         from psmexp.vectorized.sparse_linear import ALGORITHM, OPTIMIZERS
         if cfg.task.algorithm._target_ != ALGORITHM:
             return f"task.algorithm={cfg.task.algorithm._target_}: SVRG and the Hogwild!/Wild engines are not vectorized"
-        return None if target in OPTIMIZERS else f"sparse_linear with {target} has no vectorized form"
+        return None if target in OPTIMIZERS else \
+            f"sparse_linear with {target} has no vectorized form (vectorized: {', '.join(OPTIMIZERS)})"
     try:
         stacked_optimizer(target, [optimizer_options(cfg)], total_steps=1)
     except NotVectorizable as error:

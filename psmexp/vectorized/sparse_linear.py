@@ -27,7 +27,7 @@ from psmexp.optim.adabatch import AGGREGATIONS, preconditioner
 from psmexp.tasks.sparse_linear import reference_optimum
 from psmexp.config import validate
 from psmexp.train import write_json, write_status
-from psmexp.vectorized.ensemble import handle_nonfinite
+from psmexp.vectorized.ensemble import handle_nonfinite, vectorizable
 from psmexp.vectorized.optim import NotVectorizable, hyperparameter_table, signature_defaults
 
 ALGORITHM = "psmexp.tasks.sparse_linear_algorithms.SGD"   # the only vectorized task/algorithm
@@ -68,12 +68,10 @@ class SparseLinearEnsemble:
 
     def build(self) -> bool:
         cfg = self.cfg
-        if cfg.task.algorithm._target_ != ALGORITHM:
-            raise NotVectorizable(f"task.algorithm={cfg.task.algorithm._target_} (SVRG and the Hogwild!/Wild engines "
-                                  "are not vectorized)")
+        reason = vectorizable(cfg)
+        if reason is not None:
+            raise NotVectorizable(reason)
         target = cfg.optim._target_
-        if target not in OPTIMIZERS:
-            raise NotVectorizable(f"sparse_linear with {target} (vectorized: {', '.join(OPTIMIZERS)})")
         self.datamodule = instantiate(cfg.data)
         self.datamodule.setup("fit")
         kept, options = [], []
