@@ -96,7 +96,8 @@ def vectorizable(cfg: DictConfig) -> str | None:
     if task == SPARSE_LINEAR:
         from psmexp.vectorized.sparse_linear import ALGORITHM, OPTIMIZERS
         if cfg.task.algorithm._target_ != ALGORITHM:
-            return f"task.algorithm={cfg.task.algorithm._target_}: SVRG and the Hogwild!/Wild engines are not vectorized"
+            return (f"task.algorithm={cfg.task.algorithm._target_}: SVRG and the Hogwild!/Wild engines are not "
+                    "vectorized")
         return None if target in OPTIMIZERS else \
             f"sparse_linear with {target} has no vectorized form (vectorized: {', '.join(OPTIMIZERS)})"
     try:
@@ -374,17 +375,19 @@ class Ensemble:
         self.train_loss = TrainLoss()
         nb = self.batches_per_epoch
         x_all, y_all, source = self.splits["train"]
+        reading = [(int(source[i]), *self.orders[i]) for i in range(M)]   # which copy each member reads, in which order
         for epoch in range(min(start_epoch), self.max_epochs):
             taking = torch.tensor([epoch >= s for s in start_epoch], device=self.device) & alive
             # members reading the same copy of the data in the same order (the same seed) share one gathered batch
-            distinct = {}
+            distinct = {}   # (copy, order) -> its first reader
             for i in range(M):
                 if epoch >= start_epoch[i]:
-                    distinct.setdefault((int(source[i]), *self.orders[i]), i)
+                    distinct.setdefault(reading[i], i)
             readers = list(distinct.values())   # one member per distinct batch
+            position = {key: u for u, key in enumerate(distinct)}
             batches = {i: self.train_batches(i, epoch) for i in readers}
-            reads = torch.tensor([list(distinct).index((int(source[i]), *self.orders[i])) if epoch >= start_epoch[i]
-                                  else 0 for i in range(M)], device=self.device)   # a member not training: masked
+            reads = torch.tensor([position[reading[i]] if epoch >= start_epoch[i] else 0 for i in range(M)],
+                                 device=self.device)   # a member not training: masked
             for b in range(nb):
                 step = epoch * nb + b
                 index = torch.stack([batches[i][b] for i in readers]).to(self.device)
